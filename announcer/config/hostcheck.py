@@ -1,0 +1,215 @@
+"""Host checks for a valid configuration: things about this machine that will not stop the
+daemon but that the operator should know. They are warnings, never errors, and never run
+during parsing.
+
+Every fact is read through `HostView`, whose fields are plain functions: tests pass their own.
+
+Must not: change the host, or fail: a fact that cannot be read gives no warning or says so.
+"""
+
+from __future__ import annotations
+
+import grp
+import pwd
+import socket
+import sys
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Interface, IPv6Interface, ip_address
+from pathlib import Path
+from typing import Final
+
+from announcer.config.model import Config, IPAddress, ListenAddress
+
+IPInterface = IPv4Interface | IPv6Interface
+BGP_PORT: Final = 179
+_TCP_LISTEN: Final = "0A"
+
+
+def read_sysctl(name: str) -> int | None:
+    """An integer sysctl by its /proc/sys path (`net/ipv4/conf/eth0/arp_ignore`)."""
+    try:
+        return int((Path("/proc/sys") / name).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def read_addresses() -> list[tuple[str, IPInterface]]:
+    """(interface name, address with prefix) for every address of this network namespace;
+    OSError when netlink refuses."""
+    # netlink, imported only when the host is really looked at
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    found: list[tuple[str, IPInterface]] = []
+    try:
+        with IPRoute() as ipr:
+            for message in ipr.get_addr():
+                local = message.get_attr("IFA_LOCAL") or message.get_attr("IFA_ADDRESS")
+                if local is None:
+                    continue
+                name = socket.if_indextoname(message["index"])
+                family = IPv4Interface if message["family"] == socket.AF_INET else IPv6Interface
+                found.append((name, family(f"{local}/{message['prefixlen']}")))
+    except NetlinkError as error:
+        raise OSError(error.code, str(error)) from error
+    return found
+
+
+def _proc_address(hex_address: str) -> IPAddress:
+    raw = bytes.fromhex(hex_address)
+    if sys.byteorder == "little":  # /proc prints each 32-bit word in host order
+        raw = b"".join(raw[index : index + 4][::-1] for index in range(0, len(raw), 4))
+    return ip_address(raw)
+
+
+def read_tcp_listeners() -> list[ListenAddress]:
+    """The listening TCP sockets of this network namespace, from /proc/net/tcp{,6}."""
+    listeners: list[ListenAddress] = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            columns = line.split()
+            if len(columns) > 3 and columns[3] == _TCP_LISTEN:
+                host, port = columns[1].split(":")
+                listeners.append(ListenAddress(host=_proc_address(host), port=int(port, 16)))
+    return listeners
+
+
+def unix_socket_answers(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.settimeout(0.5)
+        try:
+            client.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
+def _file_exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # a name too long cannot exist
+        return False
+
+
+def _user_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+def _group_exists(name: str) -> bool:
+    try:
+        grp.getgrnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+@dataclass(frozen=True, kw_only=True)
+class HostView:
+    """How host facts are read; every field defaults to reading this machine."""
+
+    sysctl: Callable[[str], int | None] = read_sysctl
+    addresses: Callable[[], Sequence[tuple[str, IPInterface]]] = read_addresses
+    tcp_listeners: Callable[[], Collection[ListenAddress]] = read_tcp_listeners
+    socket_answers: Callable[[Path], bool] = unix_socket_answers
+    file_exists: Callable[[Path], bool] = _file_exists
+    user_exists: Callable[[str], bool] = _user_exists
+    group_exists: Callable[[str], bool] = _group_exists
+
+
+def host_warnings(config: Config, host: HostView | None = None) -> list[str]:
+    """Warnings about this host for a valid configuration (empty when all is well)."""
+    host = host or HostView()
+    warnings = _file_warnings(config, host)
+    if config.loopback.manage:
+        warnings += _arp_warnings(config, host)
+    warnings += _listener_warnings(config, host)
+    return warnings
+
+
+def _file_warnings(config: Config, host: HostView) -> list[str]:
+    warnings = []
+    ca_file = config.apiserver.ca_file
+    if not host.file_exists(ca_file):
+        warnings.append(
+            f"apiserver.ca_file: {ca_file} does not exist: every probe fails (and nothing is "
+            "announced) until it does; kubeadm writes it during `kubeadm init` or `join`"
+        )
+    if not host.user_exists(config.exabgp.user):
+        warnings.append(f"exabgp.user: no user {config.exabgp.user!r} on this host")
+    group = config.status.group
+    if group is not None and not host.group_exists(group):
+        warnings.append(f"status.group: no group {group!r} on this host")
+    return warnings
+
+
+def _arp_warnings(config: Config, host: HostView) -> list[str]:
+    try:
+        addresses = host.addresses()
+    except OSError as error:
+        return [f"cannot list this host's addresses to check the ARP settings: {error}"]
+    warnings = []
+    for index, vip in enumerate(config.vips):
+        for name, interface in addresses:
+            on_link = interface.network.prefixlen < interface.max_prefixlen
+            if name == config.loopback.interface or not on_link:
+                continue
+            if (
+                isinstance(vip.network_address, IPv4Address)
+                and vip.network_address in interface.network
+            ):
+                warning = _arp_warning(host, name)
+                if warning:
+                    warnings.append(
+                        f"vips[{index}]: {vip} is inside {interface.network} on {name}; {warning}"
+                    )
+    return warnings
+
+
+def _arp_warning(host: HostView, interface: str) -> str | None:
+    # The kernel applies the larger of the `all` and the per-interface value.
+    wanted = {"arp_ignore": 1, "arp_announce": 2}
+    wrong = []
+    for name, minimum in wanted.items():
+        values = [host.sysctl(f"net/ipv4/conf/{scope}/{name}") for scope in ("all", interface)]
+        known = [value for value in values if value is not None]
+        if not known or max(known) < minimum:
+            shown = max(known) if known else "unreadable"
+            wrong.append(f"net.ipv4.conf.{{all,{interface}}}.{name} is {shown} (want >= {minimum})")
+    if not wrong:
+        return None
+    return (
+        " and ".join(wrong) + f": while announced, this node answers ARP for the VIP on {interface}"
+    )
+
+
+def _conflicts(wanted: ListenAddress, taken: ListenAddress) -> bool:
+    same_host = wanted.host == taken.host or wanted.host.is_unspecified or taken.host.is_unspecified
+    return wanted.port == taken.port and same_host
+
+
+def _listener_warnings(config: Config, host: HostView) -> list[str]:
+    warnings = []
+    listeners = host.tcp_listeners()
+    listen = config.metrics.listen
+    if listen is not None and any(_conflicts(listen, taken) for taken in listeners):
+        warnings.append(f"metrics.listen: {listen} is already taken by a listening socket")
+    if any(taken.port == BGP_PORT for taken in listeners):
+        warnings.append(
+            f"a process on this host listens on TCP port {BGP_PORT} (bird, bgpd, another "
+            "ExaBGP?): if it peers with the same routers from the same address, the sessions "
+            "collide"
+        )
+    if host.socket_answers(config.status.socket):
+        warnings.append(
+            f"status.socket: {config.status.socket} already answers: is another announcer running?"
+        )
+    return warnings
