@@ -1,0 +1,458 @@
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import grp
+import json
+import os
+import socket
+import stat
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from announcer.health import Health
+from announcer.lifecycle import Lifecycle
+from announcer.status import (
+    MAX_REQUEST,
+    ControlError,
+    ExabgpStatus,
+    JSONObject,
+    NeighborStatus,
+    ProbeStatus,
+    ProtocolError,
+    StatusServer,
+    StatusServerError,
+    StatusSnapshot,
+    TransitionRecord,
+    VipStatus,
+    parse_request,
+)
+from announcer.status_client import (
+    DaemonUnreachable,
+    query,
+    render_status,
+    snapshot_from_json,
+)
+
+NOW = 1_700_000_000.0
+
+SNAPSHOT = StatusSnapshot(
+    announced=True,
+    health=Health.UP,
+    health_since=NOW - 312,
+    drained=False,
+    lifecycle=Lifecycle.RUNNING,
+    vips=(
+        VipStatus(prefix="198.51.100.10/32", announced=True, reason="healthy"),
+        VipStatus(prefix="2001:db8::10/128", announced=False, reason="no ipv6 neighbor"),
+    ),
+    neighbors=(NeighborStatus(address="192.0.2.1", state="up", since=NOW - 3600),),
+    last_probe=ProbeStatus(ok=True, status=200, reason="ok", latency_ms=3.25, at=NOW - 1),
+    exabgp=ExabgpStatus(pid=4242, restarts=1),
+    transitions=(
+        TransitionRecord(at=NOW - 315, old="down", new="rising", reason="ok"),
+        TransitionRecord(at=NOW - 312, old="rising", new="up", reason="ok"),
+    ),
+    config_error=None,
+)
+
+
+class Control:
+    """Records drain/undrain calls; `fail` makes the next call raise."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.fail: Exception | None = None
+
+    async def drain(self, wait: bool) -> str:
+        self.calls.append(f"drain wait={wait}")
+        self._maybe_fail()
+        return "drained" if wait else "draining"
+
+    async def undrain(self) -> str:
+        self.calls.append("undrain")
+        self._maybe_fail()
+        return "undrained"
+
+    def _maybe_fail(self) -> None:
+        fail, self.fail = self.fail, None
+        if fail is not None:
+            raise fail
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    path: Path, control: Control | None = None, **options: float
+) -> AsyncIterator[StatusServer]:
+    control = control or Control()
+    server = StatusServer(
+        path,
+        mode=0o600,
+        group=None,
+        snapshot=lambda: SNAPSHOT,
+        on_drain=control.drain,
+        on_undrain=control.undrain,
+        read_timeout=options.get("read_timeout", 2.0),
+        max_clients=int(options.get("max_clients", 16)),
+    )
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+async def ask(path: Path, request: JSONObject) -> JSONObject:
+    return await asyncio.to_thread(query, path, request, timeout=5.0)
+
+
+async def exchange(path: Path, raw: bytes, *, eof: bool = False) -> JSONObject:
+    reader, writer = await asyncio.open_unix_connection(path)
+    try:
+        writer.write(raw)
+        if eof:
+            writer.write_eof()
+        await writer.drain()
+        line = await asyncio.wait_for(reader.readline(), 5)
+        assert await asyncio.wait_for(reader.read(), 5) == b"", "server must close"
+    finally:
+        writer.close()
+    answer = json.loads(line)
+    assert isinstance(answer, dict)
+    return answer
+
+
+def run(test: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(asyncio.wait_for(test(), 20))
+
+
+def test_status_round_trips_through_a_real_socket(tmp_path: Path) -> None:
+    path = tmp_path / "run" / "status.sock"
+
+    async def body() -> None:
+        async with serving(path):
+            answer = await ask(path, {"op": "status"})
+        assert answer["ok"] is True
+        status = answer["status"]
+        assert isinstance(status, dict)
+        assert status["health"] == "up"
+        assert status["lifecycle"] == "running"
+        assert snapshot_from_json(status) == SNAPSHOT
+
+    run(body)
+
+
+def test_drain_and_undrain_reach_the_daemon(tmp_path: Path) -> None:
+    path = tmp_path / "status.sock"
+    control = Control()
+
+    async def body() -> None:
+        async with serving(path, control):
+            drained = await ask(path, {"op": "drain", "wait": True})
+            draining = await ask(path, {"op": "drain"})
+            undrained = await ask(path, {"op": "undrain"})
+        assert drained == {"ok": True, "message": "drained"}
+        assert draining == {"ok": True, "message": "draining"}
+        assert undrained == {"ok": True, "message": "undrained"}
+
+    run(body)
+    assert control.calls == ["drain wait=True", "drain wait=False", "undrain"]
+
+
+def test_handler_failures_become_error_answers(tmp_path: Path) -> None:
+    path = tmp_path / "status.sock"
+    control = Control()
+
+    async def body() -> None:
+        async with serving(path, control):
+            control.fail = ControlError("routes still announced after 5 s")
+            refused = await ask(path, {"op": "drain", "wait": True})
+            control.fail = RuntimeError("bug")
+            broken = await ask(path, {"op": "undrain"})
+            still = await ask(path, {"op": "status"})
+        assert refused == {"ok": False, "error": "routes still announced after 5 s"}
+        assert broken == {"ok": False, "error": "internal error; see the daemon's log"}
+        assert still["ok"] is True
+
+    run(body)
+
+
+@pytest.mark.parametrize(
+    ("raw", "error"),
+    [
+        (b"hello\n", "not a JSON line"),
+        (b"\xff\xfe\n", "not a JSON line"),
+        (b"[1, 2]\n", "not a JSON object"),
+        (b'{"op": "reboot"}\n', 'unknown op "reboot" (expected status, drain or undrain)'),
+        (b'{"op": 7}\n', "unknown op 7 (expected status, drain or undrain)"),
+        (b'{"op": "drain", "wait": "yes"}\n', "drain: 'wait' must be true or false"),
+        (b"[" * 100_000, f"line longer than {MAX_REQUEST} bytes"),
+        (b'{"op": "status", "pad": "' + b"x" * MAX_REQUEST + b'"}\n', "line longer than"),
+    ],
+)
+def test_bad_requests_get_an_error_and_the_server_lives_on(
+    tmp_path: Path, raw: bytes, error: str
+) -> None:
+    path = tmp_path / "status.sock"
+
+    async def body() -> None:
+        async with serving(path):
+            answer = await exchange(path, raw)
+            after = await ask(path, {"op": "status"})
+        assert answer["ok"] is False
+        assert str(answer["error"]).startswith(error)
+        assert after["ok"] is True
+
+    run(body)
+
+
+def test_a_request_of_exactly_the_limit_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "status.sock"
+    request = b'{"op": "status"}'
+    line = request + b" " * (MAX_REQUEST - len(request)) + b"\n"
+    assert len(line) == MAX_REQUEST + 1
+
+    async def body() -> None:
+        async with serving(path):
+            answer = await exchange(path, line)
+        assert answer["ok"] is True
+
+    run(body)
+
+
+def test_a_request_without_newline_is_taken_at_end_of_input(tmp_path: Path) -> None:
+    path = tmp_path / "status.sock"
+
+    async def body() -> None:
+        async with serving(path):
+            answer = await exchange(path, b'{"op": "status"}', eof=True)
+            empty = await exchange(path, b"", eof=True)
+        assert answer["ok"] is True
+        assert empty == {"ok": False, "error": "empty request"}
+
+    run(body)
+
+
+def test_a_slow_client_is_cut_off_and_does_not_block_others(tmp_path: Path) -> None:
+    path = tmp_path / "status.sock"
+
+    async def body() -> None:
+        async with serving(path, read_timeout=0.3):
+            reader, writer = await asyncio.open_unix_connection(path)
+            writer.write(b'{"op": "sta')
+            await writer.drain()
+            # another client is served while the slow one holds its connection
+            assert (await ask(path, {"op": "status"}))["ok"] is True
+            line = await asyncio.wait_for(reader.readline(), 5)
+            writer.close()
+        assert json.loads(line) == {"ok": False, "error": "no complete request within 0.3 s"}
+
+    run(body)
+
+
+def test_connections_beyond_the_limit_are_told_busy(tmp_path: Path) -> None:
+    path = tmp_path / "status.sock"
+
+    async def body() -> None:
+        async with serving(path, max_clients=1, read_timeout=5.0) as server:
+            _, holder = await asyncio.open_unix_connection(path)
+            await _until(lambda: server.connections == 1)
+            busy = await exchange(path, b'{"op": "status"}\n')
+            holder.close()
+        assert busy == {"ok": False, "error": "busy: too many status connections"}
+
+    run(body)
+
+
+async def _until(condition: Callable[[], bool], within: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+def test_socket_gets_mode_and_group_and_is_removed_on_close(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "status.sock"
+    group = grp.getgrgid(os.getgid()).gr_name
+
+    async def body() -> None:
+        server = StatusServer(
+            path,
+            mode=0o660,
+            group=group,
+            snapshot=lambda: SNAPSHOT,
+            on_drain=Control().drain,
+            on_undrain=Control().undrain,
+        )
+        await server.start()
+        info = path.stat()
+        assert stat.S_ISSOCK(info.st_mode)
+        assert stat.S_IMODE(info.st_mode) == 0o660
+        assert info.st_gid == os.getgid()
+        assert stat.S_IMODE(path.parent.stat().st_mode) == 0o755
+        await server.close()
+        assert not path.exists()
+
+    run(body)
+
+
+def test_unknown_group_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "status.sock"
+
+    async def body() -> None:
+        server = StatusServer(
+            path,
+            mode=0o660,
+            group="no-such-group-announcer",
+            snapshot=lambda: SNAPSHOT,
+            on_drain=Control().drain,
+            on_undrain=Control().undrain,
+        )
+        with pytest.raises(StatusServerError, match="group 'no-such-group-announcer'"):
+            await server.start()
+        assert not path.exists()
+
+    run(body)
+
+
+def test_a_stale_socket_is_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "status.sock"
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(path))
+    stale.close()  # the file stays, nobody listens: a dead daemon's leftover
+
+    async def body() -> None:
+        async with serving(path):
+            assert (await ask(path, {"op": "status"}))["ok"] is True
+
+    run(body)
+
+
+def test_a_live_socket_or_a_regular_file_is_not_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "status.sock"
+    other = tmp_path / "file"
+    other.write_text("keep me")
+
+    async def body() -> None:
+        async with serving(path):
+            with pytest.raises(StatusServerError, match="another process is serving"):
+                async with serving(path):
+                    pass
+            assert (await ask(path, {"op": "status"}))["ok"] is True
+        with pytest.raises(StatusServerError, match="is not a socket"):
+            async with serving(other):
+                pass
+        assert other.read_text() == "keep me"
+
+    run(body)
+
+
+def test_close_ends_open_connections(tmp_path: Path) -> None:
+    path = tmp_path / "status.sock"
+
+    async def body() -> None:
+        async with serving(path, read_timeout=30.0) as server:
+            reader, writer = await asyncio.open_unix_connection(path)
+            await _until(lambda: server.connections == 1)
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+
+    run(body)
+
+
+def test_query_reports_a_missing_daemon(tmp_path: Path) -> None:
+    with pytest.raises(DaemonUnreachable, match=r"cannot reach the daemon at .*No such file"):
+        query(tmp_path / "none.sock", {"op": "status"}, timeout=1.0)
+
+
+def test_query_reports_a_silent_daemon(tmp_path: Path) -> None:
+    path = tmp_path / "silent.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as silent:
+        silent.bind(str(path))
+        silent.listen()
+        with pytest.raises(DaemonUnreachable, match=r"no answer .* within 0\.2 s"):
+            query(path, {"op": "status"}, timeout=0.2)
+
+
+def test_query_reports_garbage_answers(tmp_path: Path) -> None:
+    path = tmp_path / "garbage.sock"
+
+    async def body() -> None:
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readline()
+            writer.write(b"<html>\n")
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_unix_server(answer, path=path)
+        async with server:
+            with pytest.raises(DaemonUnreachable, match=r"bad answer .*not a JSON line"):
+                await ask(path, {"op": "status"})
+
+    run(body)
+
+
+def test_parse_request_reads_the_three_ops() -> None:
+    assert type(parse_request(b'{"op": "status"}')).__name__ == "StatusRequest"
+    drain = parse_request(b'{"op": "drain", "wait": true}')
+    assert getattr(drain, "wait", None) is True
+    assert type(parse_request(b'{"op": "undrain"}\n')).__name__ == "UndrainRequest"
+
+
+def test_snapshot_from_json_names_the_bad_field() -> None:
+    data = SNAPSHOT.to_json()
+    with pytest.raises(ProtocolError, match="'health': unknown value 'sideways'"):
+        snapshot_from_json({**data, "health": "sideways"})
+    with pytest.raises(ProtocolError, match="'announced': expected bool"):
+        snapshot_from_json({**data, "announced": 1})
+    with pytest.raises(ProtocolError, match="'restarts': expected int"):
+        snapshot_from_json({**data, "exabgp": {"pid": None, "restarts": True}})
+    with pytest.raises(ProtocolError, match="'vips': expected a list"):
+        snapshot_from_json({**data, "vips": None})
+
+
+def test_render_status_of_an_announcing_node() -> None:
+    text = render_status(SNAPSHOT.to_json(), now=NOW)
+    lines = text.splitlines()
+    assert lines[0] == "ANNOUNCING: 1 of 2 VIP(s) announced"
+    assert "health:     up since " in text
+    assert "(5m12s ago)" in text
+    assert "last probe: ok 200: ok, 3.2 ms, at " in text
+    assert "  198.51.100.10/32     announced (healthy)" in lines
+    assert "  2001:db8::10/128     not announced (no ipv6 neighbor)" in lines
+    assert any(line.startswith("  192.0.2.1  up since ") and "1h0m ago" in line for line in lines)
+    assert "exabgp:     pid 4242, 1 restart(s)" in lines
+    assert lines[-1].endswith("rising -> up: ok")
+    assert "config:" not in text
+
+
+@pytest.mark.parametrize(
+    ("changes", "verdict"),
+    [
+        ({"announced": False, "health": Health.DOWN}, "NOT ANNOUNCING (health down)"),
+        ({"announced": False, "drained": True}, "NOT ANNOUNCING (drained)"),
+        ({"announced": False, "lifecycle": Lifecycle.STOPPING}, "NOT ANNOUNCING (stopping)"),
+    ],
+)
+def test_render_status_says_why_not(changes: dict[str, object], verdict: str) -> None:
+    snapshot = replace(SNAPSHOT, **changes)  # type: ignore[arg-type]
+    assert render_status(snapshot.to_json(), now=NOW).splitlines()[0] == verdict
+
+
+def test_render_status_shows_missing_pieces() -> None:
+    snapshot = replace(
+        SNAPSHOT,
+        last_probe=None,
+        neighbors=(),
+        transitions=(),
+        exabgp=ExabgpStatus(pid=None, restarts=0),
+        config_error="bgp.local_as: 'x' is not an AS number",
+    )
+    text = render_status(snapshot.to_json(), now=NOW)
+    assert "last probe: none yet" in text
+    assert "neighbors: none" in text
+    assert "exabgp:     not running, 0 restart(s)" in text
+    assert "config:     last reload failed: bgp.local_as: 'x' is not an AS number" in text
