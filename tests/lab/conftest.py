@@ -1,0 +1,69 @@
+"""Fixtures for tests that realise the lab: skip without root/iproute2/FRR, and a `lab` that is
+brought up once per module and torn down afterwards whatever happened."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from announcer.lab import frr, realiser
+from announcer.lab.cli import default_topology
+from announcer.lab.topology import Topology, load_topology
+
+
+def lab_unavailable() -> str | None:
+    """Why the lab cannot run on this host, or None."""
+    if os.geteuid() != 0:
+        return "the lab needs root (network namespaces, mounts)"
+    missing = [tool for tool in ("ip", "unshare", "mount", "curl") if shutil.which(tool) is None]
+    missing += frr.missing_binaries()
+    if missing:
+        return f"the lab needs {', '.join(missing)}"
+    return None
+
+
+def quiet(_: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class RunningLab:
+    topology: Topology
+    up_seconds: float
+
+
+@pytest.fixture(scope="session")
+def lab_topology() -> Topology:
+    if (reason := lab_unavailable()) is not None:
+        if os.environ.get("ANNOUNCER_REQUIRE_NETNS") == "1":
+            pytest.fail(f"ANNOUNCER_REQUIRE_NETNS=1 but {reason}")
+        pytest.skip(reason)
+    # The same variable as `announcer lab --topology`, e.g. to test a renamed copy of the lab.
+    path = os.environ.get("ANNOUNCER_LAB_TOPOLOGY")
+    return load_topology(Path(path) if path else default_topology())
+
+
+@pytest.fixture
+def clean_lab(lab_topology: Topology) -> Iterator[Topology]:
+    """No lab before the test, none after it (even when it fails)."""
+    realiser.down(lab_topology, say=quiet)
+    try:
+        yield lab_topology
+    finally:
+        realiser.down(lab_topology, say=quiet)
+
+
+@pytest.fixture(scope="module")
+def lab(lab_topology: Topology) -> Iterator[RunningLab]:
+    """The lab, up from nothing once for the module; always torn down."""
+    realiser.down(lab_topology, say=quiet)
+    try:
+        took = realiser.up(lab_topology, say=print)
+        yield RunningLab(lab_topology, took)
+    finally:
+        realiser.down(lab_topology, say=print)
