@@ -14,7 +14,8 @@ import regex
 import yaml
 from jsonschema import Draft7Validator
 
-from announcer.lab.clabschema import expand_env, schema_errors
+from announcer.lab.clabfile import expand_env
+from announcer.lab.clabschema import schema_errors
 from announcer.lab.topology import TopologyError, load_topology
 
 REPO = Path(__file__).resolve().parents[1]

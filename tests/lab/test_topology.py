@@ -10,7 +10,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from announcer.lab.clabschema import expand_env
+from announcer.lab.clabfile import expand_env
 from announcer.lab.topology import (
     Bind,
     Endpoint,
