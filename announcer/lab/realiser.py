@@ -29,7 +29,10 @@ from announcer.lab.topology import Topology
 
 ROUTER, CONTROL_PLANE = "router", "control-plane"
 STATE_FILE = "state.json"
-CREATED_LOG = "created-paths"
+# Mount points the launcher had to create on the host (/etc/kubernetes/pki, ...). Shared by
+# every lab on the machine: they are removed when the last lab goes down, not before, since
+# removing one detaches it from the other labs' node mount namespaces too.
+CREATED_LOG = Path("/run/announcer-lab/created-paths")
 CONVERGE_TIMEOUT = 20.0
 _FRR_DAEMONS = PurePosixPath("/etc/frr/daemons")
 _FRR_CONF = PurePosixPath("/etc/frr/frr.conf")
@@ -117,7 +120,8 @@ def node_environment(topology: Topology, node: str) -> dict[str, str]:
 
 def node_command(topology: Topology, node: str, argv: Sequence[str]) -> list[str]:
     """argv running `argv` inside `node`: its namespace, its binds."""
-    created = topology.lab_dir / CREATED_LOG
+    CREATED_LOG.parent.mkdir(parents=True, exist_ok=True)
+    created = CREATED_LOG
     binds = topology.nodes[node].binds
     return netns.node_argv(topology.netns(node), argv, binds=binds, created_log=created)
 
@@ -348,7 +352,11 @@ def down(topology: Topology, *, say: Say = print) -> float:
     run_dirs |= {Path(d) for d in (record.run_dirs if record else [])}
     for run_dir in run_dirs:
         shutil.rmtree(run_dir, ignore_errors=True)
-    _remove_created(topology.lab_dir / CREATED_LOG, say)
+    others = set(netns.list_netns("clab-")) - names
+    if others:
+        say(f"kept the shared mount points: other labs are up ({', '.join(sorted(others))})")
+    else:
+        _remove_created(CREATED_LOG, say)
     shutil.rmtree(topology.lab_dir, ignore_errors=True)
     took = time.monotonic() - start
     say(f"lab {topology.name} is down ({len(names)} namespaces, {len(procs)} processes)")
@@ -368,6 +376,9 @@ def _remove_created(created_log: Path, say: Say) -> None:
             path.unlink()
         if path.exists():
             say(f"kept {path}: it is no longer empty")
+    created_log.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        created_log.parent.rmdir()
 
 
 def _remove_empty_tree(top: Path) -> None:
