@@ -185,7 +185,7 @@ _KEYS: Final[Mapping[str, _Key]] = {
     ),
     "bgp.neighbors[].password_file": _Key("TCP MD5 password file; null: no password."),
     "bgp.neighbors[].ttl_security": _Key("GTSM: send with TTL 255; not with multihop."),
-    "bgp.neighbors[].multihop": _Key("eBGP multihop TTL; null: the kernel default.", _range(1, 255)),
+    "bgp.neighbors[].multihop": _Key("eBGP multihop TTL; null: kernel default.", _range(1, 255)),
     "bgp.neighbors[].families": _Key(
         "Families carried; null: the family of address. No ipv4 over an IPv6 session.",
         {"minItems": 1, "uniqueItems": True},
