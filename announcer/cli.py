@@ -1,13 +1,37 @@
-"""Command line: a thin layer over the other modules. Exit codes come from the exceptions."""
+"""Command line: a thin layer over the other modules. Exit codes come from the exceptions.
+
+Exit codes: 0 success (`status`: this node announces), 1 failure (`status`: the daemon cannot
+be reached), 2 invalid configuration, 3 (`status` only) this node announces nothing.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
+from typing import Final
 
 import click
 
 from announcer import __version__
-from announcer.config import DEFAULT_PATH, ConfigError, host_warnings, load_config, render_effective
+from announcer.config import (
+    DEFAULT_PATH,
+    Config,
+    ConfigError,
+    StatusConfig,
+    host_warnings,
+    load_config,
+    render_effective,
+)
+from announcer.logs import LogFormat, configure
+from announcer.status import JSONObject, JSONValue, ProtocolError
+from announcer.status_client import DaemonUnreachable, query, render_status
+
+DEFAULT_SOCKET: Final = StatusConfig().socket
+EXIT_NOT_ANNOUNCING: Final = 3
+QUERY_TIMEOUT: Final = 5.0
+# drain --wait: drain.delay is at most 300 s, then the withdrawal is confirmed.
+DRAIN_WAIT_TIMEOUT: Final = 330.0
 
 
 class ConfigInvalid(click.ClickException):
@@ -50,6 +74,132 @@ def check_config(file: Path, print_: bool) -> None:
     if print_:
         click.echo(render_effective(config), nl=False)
     click.echo(f"{file}: ok", err=True)
+
+
+config_file = click.argument(
+    "file", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_PATH, required=False
+)
+socket_option = click.option(
+    "--socket",
+    "socket_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_SOCKET,
+    envvar="ANNOUNCER_SOCKET",
+    show_default=True,
+    help="The daemon's status socket.",
+)
+
+
+def _load(file: Path) -> Config:
+    try:
+        return load_config(file)
+    except ConfigError as error:
+        raise ConfigInvalid(error) from error
+
+
+@main.command()
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_PATH,
+    show_default=True,
+    help="The configuration file.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice([f.value for f in LogFormat]),
+    default=LogFormat.TEXT.value,
+    show_default=True,
+    help="text: one line per event (no timestamp under journald); json: one object a line.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning"]),
+    default="info",
+    show_default=True,
+    help="debug also logs every probe.",
+)
+@click.pass_context
+def run(ctx: click.Context, config_path: Path, log_format: str, log_level: str) -> None:
+    """Run the daemon: probe the apiserver, announce the VIPs while it is ready.
+
+    Exits 2 if the configuration is invalid, 1 if the daemon cannot start or a part of it
+    fails (after withdrawing), 0 after a stop by SIGTERM or SIGINT.
+    """
+    from announcer.daemon import run_daemon
+
+    handler = configure(LogFormat(log_format), level=logging.getLevelName(log_level.upper()))
+    try:
+        config = _load(config_path)
+        code = run_daemon(config_path, config)
+    finally:
+        logging.getLogger("announcer").removeHandler(handler)
+    ctx.exit(code)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the snapshot as JSON.")
+@socket_option
+@click.pass_context
+def status(ctx: click.Context, as_json: bool, socket_path: Path) -> None:
+    """Show whether this node announces and why: exit 0 if it does, 3 if it does not, 1 if
+    the daemon cannot be reached."""
+    snapshot = _ask(socket_path, {"op": "status"}, timeout=QUERY_TIMEOUT).get("status")
+    if not isinstance(snapshot, dict):
+        raise click.ClickException(f"bad answer on {socket_path}: no status")
+    try:
+        text = json.dumps(snapshot, indent=2) + "\n" if as_json else render_status(snapshot)
+    except ProtocolError as exc:
+        raise click.ClickException(f"bad answer on {socket_path}: {exc}") from exc
+    click.echo(text, nl=False)
+    ctx.exit(0 if snapshot.get("announced") is True else EXIT_NOT_ANNOUNCING)
+
+
+@main.command()
+@click.option("--wait", is_flag=True, help="Return once the routes are withdrawn.")
+@socket_option
+def drain(wait: bool, socket_path: Path) -> None:
+    """Stop announcing this node, gracefully, until `undrain` (survives restarts).
+
+    The routes are first re-announced with the graceful-shutdown community and/or a longer
+    AS path for drain.delay seconds, then withdrawn."""
+    timeout = DRAIN_WAIT_TIMEOUT if wait else QUERY_TIMEOUT
+    answer = _ask(socket_path, {"op": "drain", "wait": wait}, timeout=timeout)
+    click.echo(str(answer.get("message", "")))
+
+
+@main.command()
+@socket_option
+def undrain(socket_path: Path) -> None:
+    """Announce this node again (whenever its apiserver is ready)."""
+    answer = _ask(socket_path, {"op": "undrain"}, timeout=QUERY_TIMEOUT)
+    click.echo(str(answer.get("message", "")))
+
+
+@main.command("render-exabgp")
+@config_file
+def render_exabgp_command(file: Path) -> None:
+    """Print the ExaBGP configuration the daemon renders from FILE, passwords redacted."""
+    from announcer.speaker import RenderError, render_exabgp
+
+    config = _load(file)
+    try:
+        click.echo(render_exabgp(config, redact=True), nl=False)
+    except RenderError as exc:
+        raise ConfigInvalid(
+            ConfigError(str(file), f"cannot be rendered for exabgp: {exc}")
+        ) from exc
+
+
+def _ask(socket_path: Path, request: dict[str, JSONValue], *, timeout: float) -> JSONObject:
+    try:
+        answer = query(socket_path, request, timeout=timeout)
+    except DaemonUnreachable as exc:
+        raise click.ClickException(str(exc)) from exc
+    if answer.get("ok") is not True:
+        raise click.ClickException(f"the daemon says: {answer.get('error', 'failed')}")
+    return answer
 
 
 def _add_lab() -> None:

@@ -24,6 +24,7 @@ from announcer.lab.topology import Topology, TopologyError, load_topology
 DEFAULT_TOPOLOGY = Path("containerlab") / "apiserver-vip.clab.yml"
 _RUN_ANNOUNCER = PurePosixPath("/run/announcer")
 _CONTROL_SOCKET = "lab-apiserver.sock"
+_STATUS_SOCKET = "status.sock"  # the daemon's default socket, in its /run/announcer
 
 
 @contextlib.contextmanager
@@ -200,11 +201,28 @@ def _apiserver_state(topology: Topology, node: str) -> str:
 
 def _announcer_state(topology: Topology, node: str) -> str:
     """The node's announcer daemon, once the node runs one (its config.yaml is bound in)."""
+    from announcer.status_client import DaemonUnreachable, query
+
     config_dir = topology.bind_source(node, PurePosixPath("/etc/announcer"))
     if config_dir is None or not (config_dir / "config.yaml").exists():
         return "- (plain ExaBGP)"
-    # Hook: query the daemon's status socket (bind_source(node, /run/announcer)/status.sock).
-    return "configured"
+    run_dir = topology.bind_source(node, _RUN_ANNOUNCER)
+    if run_dir is None:
+        return "? (no /run/announcer bind)"
+    try:
+        answer = query(run_dir / _STATUS_SOCKET, {"op": "status"}, timeout=2.0)
+    except DaemonUnreachable as exc:
+        return f"unreachable ({exc})"
+    snapshot = answer.get("status")
+    if not isinstance(snapshot, dict):
+        return f"? ({answer.get('error', 'no status')})"
+    vips = snapshot.get("vips")
+    vips = vips if isinstance(vips, list) else []
+    count = sum(1 for vip in vips if isinstance(vip, dict) and vip.get("announced") is True)
+    if snapshot.get("announced") is True:
+        return f"announcing {count}/{len(vips)} VIPs"
+    reason = next((str(v.get("reason")) for v in vips if isinstance(v, dict)), "?")
+    return f"not announcing ({reason})"
 
 
 def _router_status(topology: Topology, router: str) -> None:
@@ -221,3 +239,6 @@ def _router_status(topology: Topology, router: str) -> None:
                 click.echo(f"  {vip!s:22} {len(hops)} via {', '.join(map(str, hops)) or '-'}")
     except LabError as exc:
         click.echo(f"  ? {exc}")
+
+
+from announcer.lab import demo as _demo  # noqa: E402, F401 - registers `lab demo` on `lab`

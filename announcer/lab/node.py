@@ -1,12 +1,14 @@
 """`announcer lab node`: the main process of a lab control-plane node (the topology's `cmd`).
 
 It runs inside the node (network namespace plus the node's binds, or a real container) and
-owns two children: the fake apiserver, and a BGP speaker chosen by `choose_speaker`. Today
-the speaker is a plain ExaBGP announcing the VIPs from /etc/announcer/exabgp.conf, so the
-VIPs go on `lo` here; once /etc/announcer/config.yaml exists the speaker is `announcer run`,
-which manages the VIPs itself. Children write to this process's stdout/stderr (the node's
-log). SIGTERM/SIGINT stop the children (terminate, grace, kill) and exit 0; a child that
-exits on its own is logged and the node exits 1, so the failure shows.
+owns two children: the fake apiserver, and a BGP speaker chosen by `choose_speaker`: the
+announcer daemon (`announcer run`, which manages the VIPs on `lo` itself) when the node has
+/etc/announcer/config.yaml, else a plain ExaBGP announcing the VIPs of
+/etc/announcer/exabgp.conf, whose VIPs go on `lo` here. Children write to this process's
+stdout/stderr (the node's log). SIGTERM/SIGINT stop the children (terminate, grace, kill) and
+exit 0. The daemon is started again `RESTART_DELAY` after it exits, whatever the reason, as
+systemd's `Restart=always` does on a real host; any other child that exits is logged and the
+node exits 1, so the failure shows.
 It must not touch anything outside its node: no topology, no other namespace.
 """
 
@@ -32,6 +34,7 @@ CONFIG_DIR = Path("/etc/announcer")
 NODE_NAME_ENV = "CLAB_LABEL_CLAB_NODE_NAME"
 VIPS_ENV = "CLAB_LABEL_ANNOUNCER_LAB_VIPS"
 STOP_GRACE = 5.0
+RESTART_DELAY = 1.0  # RestartSec of config/systemd/announcer.service
 
 # Plain ExaBGP: no named-pipe CLI (its helper can stop all peers when it fails), no log line
 # per keepalive, and a calmer reactor (less idle CPU, same command latency).
@@ -53,6 +56,7 @@ class Child:
     name: str
     argv: tuple[str, ...]
     env: Mapping[str, str] = field(default_factory=dict)
+    restart: bool = False  # started again after it exits, like systemd's Restart=always
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,7 @@ def choose_speaker(config_dir: Path = CONFIG_DIR) -> Speaker:
     config = config_dir / "config.yaml"
     if config.exists():
         daemon = (sys.executable, "-m", "announcer", "run", "--config", str(config))
-        return Speaker(Child("announcer", daemon), vips_on_lo=False)
+        return Speaker(Child("announcer", daemon, restart=True), vips_on_lo=False)
     exabgp = (sys.executable, "-m", "exabgp", "server", str(config_dir / "exabgp.conf"))
     return Speaker(Child("exabgp", exabgp, EXABGP_ENV), vips_on_lo=True)
 
@@ -120,38 +124,49 @@ async def _stop(name: str, proc: asyncio.subprocess.Process, grace: float) -> No
     log.info("%s stopped (exit %s)", name, proc.returncode)
 
 
-async def supervise(children: Sequence[Child]) -> int:
-    """Start `children` in order, wait for a stop signal or a child's exit, then stop them
-    in reverse order. The exit code."""
+async def supervise(children: Sequence[Child], *, restart_delay: float = RESTART_DELAY) -> int:
+    """Start `children` in order, restart those marked `restart` when they exit, until a stop
+    signal (exit 0) or the exit of another child (exit 1); then stop them in reverse order."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    procs: list[tuple[str, asyncio.subprocess.Process]] = []
+    procs: dict[str, asyncio.subprocess.Process] = {}
     try:
         for child in children:
-            procs.append((child.name, await _start(child)))
-        return await _wait_first(procs, stop)
+            procs[child.name] = await _start(child)
+        while (exited := await _wait_first(procs, stop)) is not None:
+            child = next(c for c in children if c.name == exited)
+            code = procs[exited].returncode
+            if not child.restart:
+                log.error("%s exited unexpectedly (exit %s): stopping the node", exited, code)
+                return 1
+            log.warning("%s exited (exit %s): restarting it in %g s", exited, code, restart_delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), restart_delay)
+            if stop.is_set():
+                break
+            procs[exited] = await _start(child)
+        log.info("stop requested")
+        return 0
     finally:
-        for name, proc in reversed(procs):
+        for name, proc in reversed(procs.items()):
             await _stop(name, proc, STOP_GRACE)
 
 
 async def _wait_first(
-    procs: Sequence[tuple[str, asyncio.subprocess.Process]], stop: asyncio.Event
-) -> int:
-    waits = {asyncio.ensure_future(proc.wait()): name for name, proc in procs}
+    procs: Mapping[str, asyncio.subprocess.Process], stop: asyncio.Event
+) -> str | None:
+    """The name of the first child to exit, or None once a stop is requested."""
+    waits = {asyncio.ensure_future(proc.wait()): name for name, proc in procs.items()}
     stopping = asyncio.ensure_future(stop.wait())
     done, pending = await asyncio.wait([*waits, stopping], return_when=asyncio.FIRST_COMPLETED)
     for task in pending:
         task.cancel()
     await asyncio.gather(*pending, return_exceptions=True)
     if stopping in done:
-        log.info("stop requested")
-        return 0
-    for task in done:
-        log.error("%s exited unexpectedly (exit %s): stopping the node", waits[task], task.result())
-    return 1
+        return None
+    return next(waits[task] for task in done if task in waits)
 
 
 def run_node(name: str | None, vips: str | None) -> int:
