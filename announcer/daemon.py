@@ -46,6 +46,7 @@ from announcer.speaker import (
     ChannelClosed,
     Connected,
     Disconnected,
+    Failed,
     Speaker,
     SpeakerError,
     SpeakerEvent,
@@ -299,6 +300,8 @@ class Daemon:
             elif isinstance(event, Disconnected):
                 self.reconciler.disconnect()
                 self.loop.wake()
+            elif isinstance(event, Failed):
+                raise SpeakerError(f"exabgp supervision failed: {event.error!r}") from event.error
 
     async def _beat(self) -> None:
         channel = self.speaker.channel if self.speaker is not None else None

@@ -410,6 +410,31 @@ def test_a_crashing_task_withdraws_and_exits_1(base: Path, pki: LabPki) -> None:
     asyncio.run(test())
 
 
+def test_a_dead_exabgp_supervisor_fails_the_daemon_closed(base: Path, pki: LabPki) -> None:
+    """Guarantee 3: if nothing can restart ExaBGP any more, the daemon must not carry on as if
+    it could: it withdraws what is left and exits 1 (systemd restarts it)."""
+
+    async def test() -> None:
+        async with world_of(base, pki) as world:
+            daemon = world.daemon()
+            task = asyncio.create_task(daemon.run())
+            await until(lambda: task.done() or world.socket.exists(), "status socket")
+            await until(lambda: announced(world), "announced")
+            speaker = daemon.speaker
+            assert speaker is not None and speaker.pid is not None
+
+            async def broken() -> None:
+                raise RuntimeError("supervision bug")
+
+            speaker._run_once = broken  # type: ignore[method-assign]  # the next (re)start fails
+            os.kill(speaker.pid, signal.SIGKILL)
+            code = await asyncio.wait_for(task, DEADLINE)
+            assert code == EXIT_FAILURE
+            assert world.vips.on == set()
+
+    asyncio.run(test())
+
+
 def test_a_missing_ca_fails_probes_until_it_appears(base: Path, pki: LabPki) -> None:
     async def test() -> None:
         async with world_of(base, pki) as world:

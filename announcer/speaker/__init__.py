@@ -28,6 +28,7 @@ from announcer.speaker.render import RuntimePaths, render_environment, render_ex
 from announcer.speaker.session import (
     Connected,
     Disconnected,
+    Failed,
     Session,
     SessionChanged,
     SpeakerEvent,
@@ -41,6 +42,7 @@ __all__ = [
     "Connected",
     "Disconnected",
     "EventError",
+    "Failed",
     "RenderError",
     "RuntimePaths",
     "Session",

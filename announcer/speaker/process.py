@@ -31,6 +31,7 @@ from announcer.speaker.render import RuntimePaths, relay_python, render_environm
 from announcer.speaker.session import (
     Connected,
     Disconnected,
+    Failed,
     Session,
     SessionChanged,
     Sessions,
@@ -171,6 +172,7 @@ class Speaker:
             log.warning("exabgp supervision was cancelled; exabgp is stopped")
         elif (error := task.exception()) is not None:
             log.critical("exabgp supervision failed: %r", error, exc_info=error)
+            self._emit(Failed(error))
 
     def _short_run(self, error: BaseException) -> bool:
         return isinstance(error, _Exited) and error.ran_for < self._backoff.stable

@@ -43,7 +43,14 @@ class SessionChanged:
     session: Session
 
 
-SpeakerEvent = Connected | Disconnected | SessionChanged
+@dataclass(frozen=True)
+class Failed:
+    """ExaBGP's supervision itself died: nothing restarts ExaBGP any more. Fail closed."""
+
+    error: BaseException
+
+
+SpeakerEvent = Connected | Disconnected | SessionChanged | Failed
 
 
 @dataclass(frozen=True)
