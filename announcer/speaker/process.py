@@ -179,7 +179,11 @@ class Speaker:
 
     def _log_backoff(self, state: RetryCallState) -> None:
         delay = state.next_action.sleep if state.next_action is not None else 0.0
-        log.warning("restarting exabgp in %.1f s", delay, extra={"restart_delay": delay})
+        log.warning(
+            "restarting exabgp in %.1f s",
+            delay,
+            extra={"event": "exabgp_restart", "restart_delay": delay},
+        )
 
     async def _sleep_unless_stopping(self, delay: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -202,9 +206,9 @@ class Speaker:
             self._process = None
         self._all_down(reason)
         if not self._stopping.is_set():
-            log.error("%s", reason, extra={"exabgp_pid": process.pid})
+            log.error("%s", reason, extra={"event": "exabgp_exit", "exabgp_pid": process.pid})
             raise _Exited(reason, self._clock() - started)
-        log.info("%s", reason, extra={"exabgp_pid": process.pid})
+        log.info("%s", reason, extra={"event": "exabgp_exit", "exabgp_pid": process.pid})
 
     async def _launch(self) -> asyncio.subprocess.Process:
         # Rendered at every start, so a changed password file takes effect on a restart.
@@ -217,7 +221,10 @@ class Speaker:
         process = await launch.launch(
             argv, env=env, cwd=self._paths.directory, account=self._account
         )
-        log.info("started exabgp", extra={"exabgp_pid": process.pid, "restarts": self.restarts})
+        log.info(
+            "started exabgp",
+            extra={"event": "exabgp_start", "exabgp_pid": process.pid, "restarts": self.restarts},
+        )
         return process
 
     async def _wait(self, process: asyncio.subprocess.Process) -> str:
@@ -316,7 +323,11 @@ class Speaker:
             session.peer,
             session.state.value,
             f" ({session.reason})" if session.reason else "",
-            extra={"neighbor": str(session.peer), "session_state": session.state.value},
+            extra={
+                "event": "session",
+                "neighbor": str(session.peer),
+                "session_state": session.state.value,
+            },
         )
         self._emit(SessionChanged(session))
 
