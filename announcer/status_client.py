@@ -115,7 +115,10 @@ def render_status(snapshot: Mapping[str, JSONValue], *, now: float | None = None
     if status.config_error is not None:
         lines.append(f"config:     last reload failed: {status.config_error}")
     lines.extend(_section("vips", [_vip_line(vip) for vip in status.vips]))
-    neighbors = [f"{n.address}  {n.state}{_since(n.since, at)}" for n in status.neighbors]
+    width = max((len(str(n.address)) for n in status.neighbors), default=0)
+    neighbors = [
+        f"{n.address!s:<{width}}  {n.state}{_since(n.since, at)}" for n in status.neighbors
+    ]
     lines.extend(_section("neighbors", neighbors))
     changes = [_transition_line(t, at) for t in status.transitions]
     lines.extend(_section("recent transitions (newest last)", changes))
@@ -147,10 +150,10 @@ def _vip_line(vip: VipStatus) -> str:
 def _probe_line(probe: ProbeStatus | None, now: float) -> str:
     if probe is None:
         return "none yet"
-    result = "ok" if probe.ok else "failed"
-    code = "" if probe.status is None else f" {probe.status}"
+    # The reason already names the status of a failure ("http 500: etcd").
+    result = "ok" if probe.ok else f"failed: {probe.reason}"
     when = f"{_clock(probe.at)} ({_ago(now - probe.at)})"
-    return f"{result}{code}: {probe.reason}, {probe.latency_ms:.1f} ms, at {when}"
+    return f"{result}, {probe.latency_ms:.1f} ms, at {when}"
 
 
 def _transition_line(record: TransitionRecord, now: float) -> str:

@@ -420,7 +420,7 @@ def test_render_status_of_an_announcing_node() -> None:
     assert lines[0] == "ANNOUNCING: 1 of 2 VIP(s) announced"
     assert "health:     up since " in text
     assert "(5m12s ago)" in text
-    assert "last probe: ok 200: ok, 3.2 ms, at " in text
+    assert "last probe: ok, 3.2 ms, at " in text
     assert "  198.51.100.10/32     announced (healthy)" in lines
     assert "  2001:db8::10/128     not announced (no ipv6 neighbor)" in lines
     assert any(line.startswith("  192.0.2.1  up since ") and "1h0m ago" in line for line in lines)
@@ -456,3 +456,16 @@ def test_render_status_shows_missing_pieces() -> None:
     assert "neighbors: none" in text
     assert "exabgp:     not running, 0 restart(s)" in text
     assert "config:     last reload failed: bgp.local_as: 'x' is not an AS number" in text
+
+
+def test_render_status_aligns_neighbors_and_names_a_failed_probe() -> None:
+    probe = ProbeStatus(ok=False, status=500, reason="http 500: etcd", latency_ms=4.0, at=NOW - 1)
+    neighbors = (
+        NeighborStatus(address="192.0.2.1", state="up", since=NOW - 60),
+        NeighborStatus(address="2001:db8:1::1", state="down", since=NOW - 60),
+    )
+    snapshot = replace(SNAPSHOT, last_probe=probe, neighbors=neighbors)
+    lines = render_status(snapshot.to_json(), now=NOW).splitlines()
+    assert any(line.startswith("last probe: failed: http 500: etcd, 4.0 ms") for line in lines)
+    assert any(line.startswith("  192.0.2.1      up since ") for line in lines)
+    assert any(line.startswith("  2001:db8:1::1  down since ") for line in lines)
