@@ -1,0 +1,333 @@
+"""Fault injection in a running lab: one function per thing that can go wrong, and its undo.
+
+Apiserver states go through the fake apiserver's control socket; processes are found inside
+a node's network namespace (`ip netns pids`, then `/proc/PID/cmdline`) and signalled; the
+link is cut with iptables DROP rules on the node's side inside its namespace; r1 is poked
+with vtysh or by restarting its bgpd; commands run inside a node the way `announcer lab exec`
+runs them. Every function returns once its action is done, so the caller's
+`time.monotonic()` taken just before the call is the fault's time.
+
+Configuration faults go through `override.ConfigOverride` (the repository's files are never
+touched); `swap_ca` rewrites the node's lab copy of the cluster CA.
+
+It must not decide what a fault should cause (that is the matrix's) nor watch r1 (`watch`).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from ipaddress import ip_interface
+from pathlib import Path, PurePosixPath
+
+from announcer.lab import frr, netns, realiser
+from announcer.lab.apiserver.control import ControlError, request
+from announcer.lab.fib import IPNetwork
+from announcer.lab.netns import LabError
+from announcer.lab.topology import Topology
+from announcer.status_client import DaemonUnreachable, query
+
+CONFIG = PurePosixPath("/etc/announcer/config.yaml")
+KUBE_CA = PurePosixPath("/etc/kubernetes/pki/ca.crt")
+RUN_DIR = PurePosixPath("/run/announcer")
+_CONTROL = RUN_DIR / "lab-apiserver.sock"
+_STATUS = RUN_DIR / "status.sock"
+_LINK = "eth1"
+_STOP_TIMEOUT = 15.0
+
+
+def _is_node(argv: tuple[str, ...]) -> bool:
+    return _runs_announcer(argv) and "lab" in argv and "node" in argv
+
+
+def _is_daemon(argv: tuple[str, ...]) -> bool:
+    return _runs_announcer(argv) and "run" in argv and "lab" not in argv
+
+
+def _is_exabgp(argv: tuple[str, ...]) -> bool:
+    program = any(arg == "exabgp" or arg.endswith("/exabgp") for arg in argv[:3])
+    return program and "server" in argv
+
+
+def _is_apiserver(argv: tuple[str, ...]) -> bool:
+    return "announcer.lab.apiserver" in argv[:3]
+
+
+def _runs_announcer(argv: tuple[str, ...]) -> bool:
+    # `.../bin/announcer ...` (the console script) or `python -m announcer ...`
+    return any(arg == "announcer" or arg.endswith("/announcer") for arg in argv[:3])
+
+
+# What tells a node's processes apart, from their whole argv (never a substring of one
+# argument: `/run/announcer/...` is in the apiserver's argv too).
+ROLES: dict[str, Callable[[tuple[str, ...]], bool]] = {
+    "node": _is_node,
+    "daemon": _is_daemon,
+    "exabgp": _is_exabgp,
+    "apiserver": _is_apiserver,
+}
+
+
+class FaultError(LabError):
+    """A fault could not be injected or undone; the message says which and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeProcess:
+    pid: int
+    argv: tuple[str, ...]
+
+
+# ---- processes ------------------------------------------------------------------------------
+
+
+def processes(topology: Topology, node: str) -> list[NodeProcess]:
+    """Every process in `node`'s network namespace with its command line."""
+    found = []
+    for pid in netns.netns_pids(topology.netns(node)):
+        try:
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue  # gone meanwhile
+        found.append(NodeProcess(pid, tuple(raw.decode(errors="replace").split("\0")[:-1])))
+    return found
+
+
+def find(topology: Topology, node: str, role: str) -> NodeProcess | None:
+    """The process of `role` (a key of ROLES) in `node`, or None."""
+    matches = ROLES[role]
+    return next((proc for proc in processes(topology, node) if matches(proc.argv)), None)
+
+
+def send(topology: Topology, node: str, role: str, sig: signal.Signals) -> int:
+    """Send `sig` to `node`'s `role` process; its pid."""
+    proc = find(topology, node, role)
+    if proc is None:
+        raise FaultError(f"{node}: no {role} process to send {sig.name} to")
+    kill(proc.pid, sig)
+    return proc.pid
+
+
+def kill(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError as exc:
+        raise FaultError(f"process {pid} is gone: cannot send {sig.name}") from exc
+
+
+def wait_gone(pid: int, timeout: float) -> bool:
+    """Whether process `pid` exited within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while netns.process_id(pid) is not None:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+# ---- apiserver and daemon -------------------------------------------------------------------
+
+
+def host_path(topology: Topology, node: str, inside: PurePosixPath) -> Path:
+    source = topology.bind_source(node, inside)
+    if source is None:
+        raise FaultError(f"{node}: {inside} is not bound from the host")
+    return source
+
+
+def set_apiserver(
+    topology: Topology, node: str, state: str, *, delay: float = 0.0, ms: float = 0.0
+) -> None:
+    """Switch `node`'s fake apiserver to `state` (`ready`, `etcd-down`, `shutdown`, ...)."""
+    message: dict[str, object] = {"op": "set", "state": state, "delay": delay, "ms": ms}
+    try:
+        request(host_path(topology, node, _CONTROL), message, timeout=5.0)
+    except (ControlError, OSError) as exc:
+        raise FaultError(f"{node}: apiserver {state}: {exc}") from exc
+
+
+def status(topology: Topology, node: str, *, timeout: float = 0.5) -> dict[str, object] | None:
+    """The daemon's status snapshot (`announcer status --json`), or None if unreachable."""
+    try:
+        answer = query(host_path(topology, node, _STATUS), {"op": "status"}, timeout=timeout)
+    except DaemonUnreachable:
+        return None
+    snapshot = answer.get("status")
+    return dict(snapshot) if isinstance(snapshot, dict) else None
+
+
+def run_in_node(
+    topology: Topology, node: str, argv: Sequence[str], *, timeout: float = 30.0
+) -> subprocess.CompletedProcess[str]:
+    """Run `argv` inside `node` (as `announcer lab exec` does) to completion."""
+    command = realiser.node_command(topology, node, argv)
+    env = realiser.node_environment(topology, node)
+    try:
+        return subprocess.run(
+            command, env=env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise FaultError(f"{node}: {' '.join(argv)}: no exit within {timeout} s") from exc
+
+
+def drain(topology: Topology, node: str, *, undo: bool = False) -> None:
+    """`announcer drain` (or `undrain`) inside `node`."""
+    argv = ["announcer", "undrain" if undo else "drain"]
+    result = run_in_node(topology, node, argv)
+    if result.returncode != 0:
+        raise FaultError(f"{node}: {' '.join(argv)}: exit {result.returncode}: {result.stderr}")
+
+
+def restart_node(topology: Topology, node: str) -> None:
+    """Stop `node`'s main process (its children in order, the daemon with its graceful
+    stop), kill what is left in its namespace, and start the main process anew."""
+    spec = topology.nodes[node]
+    if not spec.cmd:
+        raise FaultError(f"{node} has no main process to restart")
+    main = find(topology, node, "node")
+    if main is not None:
+        kill(main.pid, signal.SIGTERM)
+        if not wait_gone(main.pid, _STOP_TIMEOUT):
+            raise FaultError(
+                f"{node}: main process {main.pid} still there {_STOP_TIMEOUT} s after SIGTERM"
+            )
+    netns.kill_netns_processes(topology.netns(node))
+    log = topology.node_dir(node) / "log" / "main.log"
+    argv = realiser.node_command(topology, node, spec.cmd)
+    pid = netns.spawn_detached(argv, env=realiser.node_environment(topology, node), log=log)
+    _replace_in_record(topology, node, pid)
+
+
+def _replace_in_record(topology: Topology, node: str, pid: int) -> None:
+    """Keep `<lab dir>/state.json` naming the node's live process, for `lab up`'s health."""
+    record = realiser.Record.load(topology.lab_dir / realiser.STATE_FILE)
+    proc = netns.process_id(pid)
+    if record is None or proc is None:
+        return
+    alive = [
+        p
+        for p in record.processes
+        if netns.alive(netns.ProcessId(int(p["pid"]), int(p["start_time"])))
+    ]
+    record.processes = [*alive, {"node": node, "pid": proc.pid, "start_time": proc.start_time}]
+    record.save()
+
+
+# ---- network --------------------------------------------------------------------------------
+
+
+def drop_link(topology: Topology, node: str, *, undo: bool = False) -> None:
+    """Silently drop everything on `node`'s uplink (both directions, IPv4 and IPv6)."""
+    action = "-D" if undo else "-I"
+    for tool in ("iptables", "ip6tables"):
+        for chain, side in (("INPUT", "-i"), ("OUTPUT", "-o")):
+            argv = [
+                "ip",
+                "netns",
+                "exec",
+                topology.netns(node),
+                tool,
+                "-w",
+                action,
+                chain,
+                side,
+                _LINK,
+                "-j",
+                "DROP",
+            ]
+            result = subprocess.run(argv, capture_output=True, text=True, check=False)
+            if result.returncode != 0 and not undo:
+                raise FaultError(f"{node}: {' '.join(argv[4:])}: {result.stderr.strip()}")
+
+
+def link_dropped(topology: Topology, node: str) -> bool:
+    argv = ["ip", "netns", "exec", topology.netns(node), "iptables", "-w", "-S", "INPUT"]
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    return "-j DROP" in result.stdout
+
+
+def router(topology: Topology) -> str:
+    (name,) = realiser.nodes_with_role(topology, realiser.ROUTER)
+    return name
+
+
+def clear_bgp(topology: Topology) -> None:
+    """`clear bgp *` on the router: every session is reset at once."""
+    frr.vtysh(topology.netns(router(topology)), "clear bgp *")
+
+
+def restart_bgpd(topology: Topology) -> None:
+    """Stop the router's bgpd (SIGTERM, wait) and start it again, as watchfrr would."""
+    name = router(topology)
+    pathspace = topology.netns(name)
+    pid_file = frr.run_dir(pathspace) / "bgpd.pid"
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError) as exc:
+        raise FaultError(f"{name}: no bgpd pid: {exc}") from exc
+    kill(pid, signal.SIGTERM)
+    if not wait_gone(pid, _STOP_TIMEOUT):
+        raise FaultError(f"{name}: bgpd {pid} ignored SIGTERM")
+    daemons = frr.parse_daemons(
+        host_path(topology, name, PurePosixPath("/etc/frr/daemons")).read_text()
+    )
+    config = host_path(topology, name, PurePosixPath("/etc/frr/frr.conf"))
+    log = topology.node_dir(name) / "log" / "bgpd.log"
+    argv = [
+        "ip",
+        "netns",
+        "exec",
+        pathspace,
+        str(frr.FRR_BIN_DIR / "bgpd"),
+        "-N",
+        pathspace,
+        "-f",
+        str(config),
+        "-i",
+        str(pid_file),
+        "--log",
+        f"file:{log}",
+        "-d",
+        *daemons.options.get("bgpd", ()),
+    ]
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise FaultError(f"{name}: bgpd did not start again: {result.stderr.strip()}")
+    _replace_in_record(topology, name, int(pid_file.read_text().strip()))
+
+
+def delete_vip(topology: Topology, node: str, vip: IPNetwork) -> None:
+    """Delete `vip` from `node`'s `lo` by hand, as a careless operator would."""
+    argv = ["ip", "-n", topology.netns(node), "addr", "del", str(vip), "dev", "lo"]
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise FaultError(f"{node}: {' '.join(argv)}: {result.stderr.strip()}")
+
+
+def lo_addresses(topology: Topology, node: str) -> frozenset[IPNetwork]:
+    argv = ["ip", "-n", topology.netns(node), "-o", "addr", "show", "dev", "lo"]
+    out = subprocess.run(argv, capture_output=True, text=True, check=False).stdout
+    words = (line.split() for line in out.splitlines())
+    return frozenset(ip_interface(w[3]).network for w in words if len(w) > 3)
+
+
+# ---- files ----------------------------------------------------------------------------------
+
+
+def swap_ca(topology: Topology, node: str, *, wrong: bool) -> None:
+    """Make `node`'s cluster CA an unrelated one (or the lab's again). The daemon looks at
+    the file before every probe; the fake apiserver read it once at start."""
+    target = host_path(topology, node, KUBE_CA)
+    source = topology.lab_dir / "pki" / ("other-ca.crt" if wrong else "ca.crt")
+    write_in_place(target, source.read_bytes())
+
+
+def write_in_place(path: Path, data: bytes) -> None:
+    # Same inode: a file bind-mounted elsewhere keeps showing the new content.
+    with path.open("r+b") as out:
+        out.truncate(0)
+        out.write(data)
