@@ -49,11 +49,13 @@ SUPERVISOR_TASK: Final = "exabgp-supervisor"
 @dataclass(frozen=True, kw_only=True)
 class Backoff:
     """Delays between ExaBGP restarts: `initial` doubling up to `maximum`, back to none after
-    a run of at least `stable` seconds."""
+    a run of at least `stable` seconds. A run of 10 s means ExaBGP started, read its config
+    and kept its sessions: its next exit is a new incident, not part of a crash loop, and
+    waiting up to `maximum` for it would keep a healthy node out of service for no reason."""
 
     initial: float = 0.5
     maximum: float = 30.0
-    stable: float = 60.0
+    stable: float = 10.0
 
 
 class _Exited(Exception):
