@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Final
 
@@ -32,6 +33,9 @@ EXIT_NOT_ANNOUNCING: Final = 3
 QUERY_TIMEOUT: Final = 5.0
 # drain --wait: drain.delay is at most 300 s, then the withdrawal is confirmed.
 DRAIN_WAIT_TIMEOUT: Final = 330.0
+# From a withdraw leaving the daemon to the route gone from the router's FIB: ExaBGP, the
+# BGP UPDATE and the router's FIB update (~0.1 s measured in the lab, with room to spare).
+CONVERGENCE_MARGIN: Final = 0.5
 
 
 class ConfigInvalid(click.ClickException):
@@ -63,7 +67,8 @@ def check_config(file: Path, print_: bool) -> None:
     """Validate FILE (default /etc/announcer/config.yaml): exit 0 if valid, 2 if not.
 
     Mistakes, then host warnings and `FILE: ok`, go to stderr; --print writes the effective
-    configuration (every default filled in, no secrets) as YAML to stdout.
+    configuration (every default filled in, no secrets) as YAML to stdout, ending with a
+    comment that gives the least kube-apiserver --shutdown-delay-duration for it.
     """
     try:
         config = load_config(file)
@@ -73,7 +78,43 @@ def check_config(file: Path, print_: bool) -> None:
         click.echo(f"warning: {warning}", err=True)
     if print_:
         click.echo(render_effective(config), nl=False)
+        click.echo(shutdown_delay_comment(config), nl=False)
     click.echo(f"{file}: ok", err=True)
+
+
+def min_shutdown_delay(config: Config) -> int:
+    """The least kube-apiserver --shutdown-delay-duration (whole seconds) that keeps new
+    connections off a stopping apiserver. The next probe starts within `interval` and takes at
+    most `timeout` (its /readyz 500 and the /livez 200 of a planned shutdown share that
+    deadline); it withdraws at once. Routers: ExaBGP and the router then converge
+    (CONVERGENCE_MARGIN). This node's own clients reach the local apiserver through the VIP on
+    lo until it goes: `drain.withdraw_wait` after the withdraw, at the next tick."""
+    apiserver = config.apiserver
+    routers = apiserver.interval + apiserver.timeout + CONVERGENCE_MARGIN
+    local = apiserver.interval + apiserver.timeout + config.drain.withdraw_wait + apiserver.interval
+    return math.ceil(round(max(routers, local), 6))
+
+
+def shutdown_delay_comment(config: Config) -> str:
+    """YAML comment lines stating `min_shutdown_delay` and how it follows from the config."""
+    apiserver = config.apiserver
+    return (
+        "# kube-apiserver --shutdown-delay-duration: at least "
+        f"{min_shutdown_delay(config)}s for this configuration\n"
+        f"#   (routers: apiserver.interval {apiserver.interval:g} s + apiserver.timeout "
+        f"{apiserver.timeout:g} s + {CONVERGENCE_MARGIN:g} s to converge;\n"
+        f"#   this node's VIP on lo: 2 x interval + timeout + drain.withdraw_wait "
+        f"{config.drain.withdraw_wait:g} s;\n"
+        "#   rounded up; give routers slower to update their FIB more)\n"
+    )
+
+
+@main.command("config-schema")
+def config_schema() -> None:
+    """Print the JSON Schema of the configuration file (config/announcer.schema.json)."""
+    from announcer.config.schema import schema_json
+
+    click.echo(schema_json(), nl=False)
 
 
 config_file = click.argument(

@@ -1,13 +1,14 @@
 """`announcer run`: the daemon's parts wired together, and their lives.
 
 ```
-run ── status socket, VIPs left by a previous run removed, Speaker (ExaBGP) started
+run ── status socket, VIPs left by a previous run removed, Speaker (ExaBGP) started,
+ │     metrics endpoint (if `metrics.listen`: a taken address is logged, not fatal)
  └─ TaskGroup: reconciler (the one writer to ExaBGP)
                decision loop (probe -> state -> apply; relay heartbeat, systemd watchdog)
                speaker events (relay connected: replay; gone: stop sending)
                signals (TERM/INT: stop, twice: at once; HUP: reload)
                stopper (graceful phase, withdraw, wait, VIPs off, done)
-finally: withdraw with its own deadline, VIPs off, ExaBGP stopped, socket closed
+finally: withdraw with its own deadline, VIPs off, ExaBGP stopped, sockets closed
 ```
 Whatever ends the task group (a clean stop, a crashed task), the `finally` withdraws what is
 still announced before ExaBGP is stopped: the code that announced is the code that withdraws.
@@ -38,6 +39,7 @@ from announcer.control import Control
 from announcer.decide import Clock, DecisionLoop, LoopClock
 from announcer.lifecycle import DrainStore, Lifecycle
 from announcer.loopback import Loopback, LoopbackError
+from announcer.metrics import Metrics, MetricsServer
 from announcer.reconcile import Reconciler, SinkFailure
 from announcer.signals import SignalQueue
 from announcer.snapshot import build_snapshot
@@ -110,6 +112,7 @@ class Daemon:
         vips = self.seams.vip_table(config.loopback) if config.loopback.manage else None
         self.applier = Applier(self.reconciler, vips, withdraw_wait=config.drain.withdraw_wait)
         self.checker = ApiserverCheck(config.apiserver, clock=self.clock.now)
+        self.metrics = Metrics(snapshot=self.snapshot, exabgp_restarts=self.exabgp_restarts)
         self.loop = DecisionLoop(
             self.state,
             check=self.checker,
@@ -119,6 +122,7 @@ class Daemon:
             beat=self._beat,
             pulse=self.pulse(config),
             on_decided=self._decided,
+            on_probed=self.metrics.record_probe,
         )
         self.control = Control(self)
         self.status = StatusServer(
@@ -130,6 +134,9 @@ class Daemon:
             on_undrain=self.control.undrain,
         )
         self.speaker: Speaker | None = None
+        self._earlier_restarts = 0  # of the Speakers a reload replaced
+        listen = config.metrics.listen
+        self.metrics_server = MetricsServer(self.metrics, listen) if listen else None
         self.config_error: str | None = None
         self.sink_failures = 0
         self.stopping = False
@@ -186,6 +193,21 @@ class Daemon:
         await self.applier.clear(self.config.vips)
         self.speaker = self.new_speaker(self.config)
         await self.speaker.start()
+        await self._serve_metrics()
+
+    async def _serve_metrics(self) -> None:
+        # Optional: a taken port is logged, and the daemon announces all the same.
+        if self.metrics_server is not None:
+            try:
+                await self.metrics_server.start()
+            except OSError as exc:
+                log.error(
+                    "no metrics: cannot listen on %s: %s",
+                    self.config.metrics.listen,
+                    exc,
+                    extra={"event": "metrics"},
+                )
+                self.metrics_server = None
 
     async def _serve(self, signals: SignalQueue) -> None:
         jobs: dict[str, Coroutine[None, None, None]] = {
@@ -210,6 +232,8 @@ class Daemon:
         if self.speaker is not None:
             await self.speaker.stop()
         await self.status.close()
+        if self.metrics_server is not None:
+            await self.metrics_server.close()
         await self.checker.aclose()
 
     async def _withdraw_all(self) -> None:
@@ -286,7 +310,14 @@ class Daemon:
             clock=self.clock.now,
             python=self.seams.python,
         )
+        if self.speaker is not None:  # a reload replaces it: keep counting from its restarts
+            self._earlier_restarts += self.speaker.restarts
         return speaker
+
+    def exabgp_restarts(self) -> int:
+        """ExaBGP restarts after an exit, over every Speaker of this daemon's life."""
+        current = self.speaker.restarts if self.speaker is not None else 0
+        return self._earlier_restarts + current
 
     async def _speaker_events(self) -> None:
         while True:

@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from announcer.apply import Applier
-from announcer.health import ProbeResult
+from announcer.health import ProbeResult, Transition
 from announcer.reconcile import Reconciler
 from announcer.state import NodeState
 
@@ -89,6 +89,7 @@ class DecisionLoop:
         beat: Callable[[], Awaitable[None]],
         pulse: float,
         on_decided: Callable[[], None] = lambda: None,
+        on_probed: Callable[[ProbeResult, Transition | None], None] = lambda _r, _t: None,
     ) -> None:
         self._state = state
         self._check = check
@@ -98,6 +99,7 @@ class DecisionLoop:
         self._beat = beat
         self.pulse = pulse
         self._on_decided = on_decided
+        self._on_probed = on_probed
         self._wake = asyncio.Event()
         self._decided = asyncio.Event()
         self.probes = 0
@@ -133,8 +135,9 @@ class DecisionLoop:
 
     async def probe_once(self) -> None:
         result = await self._probing()
-        self._state.observe(result, self._clock.now())
+        transition = self._state.observe(result, self._clock.now())
         self.probes += 1
+        self._on_probed(result, transition)
 
     async def decide(self) -> None:
         now = self._clock.now()

@@ -16,6 +16,7 @@ import click
 
 import announcer
 from announcer.lab import frr, realiser
+from announcer.lab.apiserver.states import State
 from announcer.lab.fib import Fib
 from announcer.lab.netns import LabError, list_netns
 from announcer.lab.node import NodeError, run_node
@@ -66,14 +67,21 @@ def lab() -> None:
 @lab.command()
 @topology_option
 @click.option("--recreate", is_flag=True, help="Tear down whatever a previous lab left first.")
-def up(topology_path: Path | None, recreate: bool) -> None:
+@click.option(
+    "--apiserver-state", type=click.Choice([s.value for s in State]), default=None,
+    help="Start every fake apiserver in this state (e.g. stopped: a cold start); "
+    "then wait for the BGP sessions only.",
+)  # fmt: skip
+def up(topology_path: Path | None, recreate: bool, apiserver_state: str | None) -> None:
     """Bring the lab up and wait until r1 has every session and every ECMP path.
 
     Says so and does nothing if the lab is already up and healthy; refuses if a previous lab
     left anything behind (`announcer lab down` first, or --recreate to do that here)."""
     topology = _topology(topology_path)
     with _errors():
-        took = realiser.up(topology, recreate=recreate, say=click.echo)
+        took = realiser.up(
+            topology, recreate=recreate, say=click.echo, apiserver_state=apiserver_state
+        )
     if took:
         click.echo(f"lab {topology.name} is up in {took:.2f} s")
 

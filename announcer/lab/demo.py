@@ -1,6 +1,7 @@
-"""`announcer lab demo`: bring the lab up, play the script (`scenario.script`: a planned restart,
-a failure, a drain, each timed as r1's FIB and the client see it), then tear the lab down,
-always: also after a failed expectation, an error, Ctrl-C or SIGTERM.
+"""`announcer lab demo`: bring the lab up as a brand-new cluster (every apiserver stopped), play
+the script (`scenario.bootstrap`: kubeadm init and join through the VIP; `scenario.script`: a
+planned restart, a failure, a drain; each timed as r1's FIB and the client see it), then tear
+the lab down, always: also after a failed expectation, an error, Ctrl-C or SIGTERM.
 
 Exit 0 when every expectation held, 1 when one did not or the lab failed, 130 when
 interrupted: the demo doubles as an end-to-end check. It leaves alone a lab of the same name
@@ -29,7 +30,18 @@ from announcer.lab.cli import default_topology, lab, topology_option
 from announcer.lab.narrate import Narrator, node_list
 from announcer.lab.netns import LabError
 from announcer.lab.observe import CLIENT, ClientSample, Command, LiveLab, Serving
-from announcer.lab.scenario import ALL, Event, Joins, Lab, Look, Missed, Order, Step, Tuning
+from announcer.lab.scenario import (
+    ALL,
+    Event,
+    Joins,
+    Lab,
+    Look,
+    Missed,
+    Order,
+    Step,
+    Tuning,
+    bootstrap,
+)
 from announcer.lab.scenario import script as demo_script
 from announcer.lab.topology import Topology, TopologyError, load_topology
 
@@ -53,10 +65,12 @@ class Interrupted(Exception):
 def demo(ctx: click.Context, topology_path: Path | None, keep: bool) -> None:
     """Watch announcer at work in the lab, narrated (about a minute; needs root).
 
-    Brings the lab up, takes cp1's apiserver through a planned restart and cp2's through a
-    failure, drains and undrains cp3, and shows at each step which nodes r1 sends the VIP's
-    traffic to and which nodes answer new connections from the client. Tears the lab down at
-    the end. Exits 1 if anything did not behave as announcer promises."""
+    Brings the lab up as a brand-new cluster with no apiserver running, bootstraps it through
+    the VIP (kubeadm init on cp2, then cp1 and cp3 join), takes cp1's apiserver through a
+    planned restart and cp2's through a failure, drains and undrains cp3, and shows at each
+    step which nodes r1 sends the VIP's traffic to and which nodes answer new connections from
+    the client. Tears the lab down at the end. Exits 1 if anything did not behave as
+    announcer promises."""
     try:
         topology = load_topology(topology_path or default_topology())
     except TopologyError as exc:
@@ -68,7 +82,8 @@ def run_demo(topology: Topology, narrator: Narrator, *, keep: bool = False) -> i
     """The whole demo; its exit status."""
     try:
         check_cast(topology)
-        steps = demo_script(tuning(topology))
+        settings = tuning(topology)
+        steps = (*bootstrap(settings), *demo_script(settings))
     except LabError as exc:
         narrator.failed(str(exc))
         return EXIT_FAILED
@@ -126,11 +141,14 @@ def tuning(topology: Topology) -> Tuning:
 def _bring_up(topology: Topology, narrator: Narrator) -> None:
     vips = [str(vip) for vip in topology.vips()]
     narrator.intro(router=ROUTER, nodes=sorted(ALL), client=CLIENT, vips=vips)
-    narrator.line(f"Bringing the lab up (lab name {topology.name}) ...")
-    took = realiser.up(topology, say=narrator.lab_progress)
+    narrator.line(
+        f"Bringing the lab up (lab name {topology.name}) as a brand-new cluster: announcer "
+        "runs on every node, no apiserver does yet ..."
+    )
+    took = realiser.up(topology, say=narrator.lab_progress, apiserver_state="stopped")
     narrator.lab_done(
         f"up in {took:.1f} s: {ROUTER} has BGP sessions with {node_list(ALL)} over IPv4 and "
-        "IPv6 and routes the VIPs to all of them."
+        "IPv6, and no route to the VIPs: no node announces them."
     )
 
 
@@ -255,6 +273,10 @@ def _wrong_nodes(step: Step, serving: Serving, sample: ClientSample) -> str | No
     expected = node_list(step.serving)
     if not serving.uniform() or serving.nodes != step.serving:
         return f"{ROUTER} should send VIP traffic to {expected}, not {node_list(serving.nodes)}"
+    if not step.serving:  # no route to the VIPs: every connection must fail
+        if sample.answers:
+            return f"{node_list(sample.answers)} answered the client, but {ROUTER} has no route"
+        return None
     if sample.failures:
         failed = f"{len(sample.failures)} of {sample.total}"
         return f"{failed} client connections failed: {sample.failures[0]}"

@@ -46,6 +46,9 @@ def describe_serving(serving: Serving) -> str:
 
 def describe_sample(sample: ClientSample) -> str:
     by_node = ", ".join(f"{n} by {node}" for node, n in sorted(sample.answers.items()))
+    if not sample.answers:
+        why = f" ({sample.failures[0]})" if sample.failures else ""
+        return f"{sample.total} new connections, none answered{why}"
     if not sample.failures:
         return f"{sample.total} new connections, all answered: {by_node}"
     failed = f"{len(sample.failures)} FAILED ({sample.failures[0]})"

@@ -4,11 +4,13 @@ It runs inside the node (network namespace plus the node's binds, or a real cont
 owns two children: the fake apiserver, and a BGP speaker chosen by `choose_speaker`: the
 announcer daemon (`announcer run`, which manages the VIPs on `lo` itself) when the node has
 /etc/announcer/config.yaml, else a plain ExaBGP announcing the VIPs of
-/etc/announcer/exabgp.conf, whose VIPs go on `lo` here. Children write to this process's
-stdout/stderr (the node's log). SIGTERM/SIGINT stop the children (terminate, grace, kill) and
-exit 0. The daemon is started again `RESTART_DELAY` after it exits, whatever the reason, as
-systemd's `Restart=always` does on a real host; any other child that exits is logged and the
-node exits 1, so the failure shows.
+/etc/announcer/exabgp.conf, whose VIPs go on `lo` here. The fake apiserver starts in the
+state `$ANNOUNCER_LAB_APISERVER_STATE` names (`announcer lab up --apiserver-state`), by
+default ready. Children write to this process's stdout/stderr (the node's log).
+SIGTERM/SIGINT stop the children (terminate, grace, kill) and exit 0. The daemon is started
+again `RESTART_DELAY` after it exits, whatever the reason, as systemd's `Restart=always` does
+on a real host; any other child that exits is logged and the node exits 1, so the failure
+shows.
 It must not touch anything outside its node: no topology, no other namespace.
 """
 
@@ -33,6 +35,7 @@ RUN_DIR = Path("/run/announcer")
 CONFIG_DIR = Path("/etc/announcer")
 NODE_NAME_ENV = "CLAB_LABEL_CLAB_NODE_NAME"
 VIPS_ENV = "CLAB_LABEL_ANNOUNCER_LAB_VIPS"
+APISERVER_STATE_ENV = "ANNOUNCER_LAB_APISERVER_STATE"
 STOP_GRACE = 5.0
 RESTART_DELAY = 1.0  # RestartSec of config/systemd/announcer.service
 
@@ -77,13 +80,15 @@ def choose_speaker(config_dir: Path = CONFIG_DIR) -> Speaker:
     return Speaker(Child("exabgp", exabgp, EXABGP_ENV), vips_on_lo=True)
 
 
-def apiserver_child(name: str, *, pki: Path = KUBE_PKI, run_dir: Path = RUN_DIR) -> Child:
+def apiserver_child(
+    name: str, *, pki: Path = KUBE_PKI, run_dir: Path = RUN_DIR, state: str | None = None
+) -> Child:
     argv = (
         sys.executable, "-m", "announcer.lab.apiserver", "--node", name,
         "--cert", str(pki / "apiserver.crt"), "--key", str(pki / "apiserver.key"),
         "--client-ca", str(pki / "ca.crt"), "--control", str(run_dir / "lab-apiserver.sock"),
     )  # fmt: skip
-    return Child("apiserver", argv)
+    return Child("apiserver", argv + (("--state", state) if state else ()))
 
 
 def parse_vips(text: str) -> tuple[str, ...]:
@@ -188,6 +193,7 @@ def run_node(name: str | None, vips: str | None) -> int:
     log.info("node %s: speaker %s, VIPs %s", name, speaker.child.name, ", ".join(vip_args))
     set_vips_on_lo(vip_args, present=True)
     try:
-        return asyncio.run(supervise([apiserver_child(name), speaker.child]))
+        apiserver = apiserver_child(name, state=os.environ.get(APISERVER_STATE_ENV))
+        return asyncio.run(supervise([apiserver, speaker.child]))
     finally:
         set_vips_on_lo(vip_args, present=False)

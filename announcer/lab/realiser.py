@@ -2,6 +2,8 @@
 
 `up` builds the lab step by step and notes every thing it is about to create in
 `<lab dir>/state.json` before creating it, so `down` can clean up after a crash half-way.
+With `apiserver_state` (a cold start: every fake apiserver starts `stopped`, say) nothing is
+announced yet, so `up` waits for the BGP sessions only.
 `down` needs no record: it stops every process in every `<prefix>-<lab>-*` namespace, deletes
 those namespaces (their veths go with them), FRR's run directories, the bind destinations the
 lab had to create on the host, and the lab dir. It is idempotent.
@@ -24,6 +26,7 @@ from pathlib import Path, PurePosixPath
 from announcer.lab import frr, netns
 from announcer.lab.fib import Fib, wait_for
 from announcer.lab.netns import LabError, ProcessId
+from announcer.lab.node import APISERVER_STATE_ENV
 from announcer.lab.pki import write_lab_pki
 from announcer.lab.topology import Topology
 
@@ -157,6 +160,10 @@ class Convergence:
     expected_nexthops: int
 
     @property
+    def sessions_up(self) -> bool:
+        return self.peers > 0 and self.established == self.peers
+
+    @property
     def done(self) -> bool:
         paths = self.nexthops.values()
         return self.peers > 0 and self.established == self.peers and (
@@ -202,8 +209,15 @@ def _step(say: Say, what: str, start: float) -> Iterator[None]:
     say(f"[{time.monotonic() - start:5.2f} s] {what}")
 
 
-def up(topology: Topology, *, recreate: bool = False, say: Say = print) -> float:
-    """Bring the lab up and wait until it has converged; seconds it took (0 if already up)."""
+def up(
+    topology: Topology,
+    *,
+    recreate: bool = False,
+    say: Say = print,
+    apiserver_state: str | None = None,
+) -> float:
+    """Bring the lab up and wait until it has converged (with `apiserver_state` other than
+    ready: until every BGP session is up); seconds it took (0 if already up)."""
     start = time.monotonic()
     preflight(topology)
     if found := leftovers(topology):
@@ -221,8 +235,8 @@ def up(topology: Topology, *, recreate: bool = False, say: Say = print) -> float
     record = Record(topology.lab_dir / STATE_FILE, topology.name)
     record.save()
     try:
-        _build(topology, record, say, start)
-        _converge(topology, say, start)
+        _build(topology, record, say, start, apiserver_state)
+        _converge(topology, say, start, sessions_only=apiserver_state not in (None, "ready"))
     except NotConverged:
         raise
     except BaseException:  # including Ctrl-C: leave nothing half-built behind
@@ -234,7 +248,9 @@ def up(topology: Topology, *, recreate: bool = False, say: Say = print) -> float
     return time.monotonic() - start
 
 
-def _build(topology: Topology, record: Record, say: Say, start: float) -> None:
+def _build(
+    topology: Topology, record: Record, say: Say, start: float, apiserver_state: str | None
+) -> None:
     with _step(say, "lab PKI and node directories", start):
         _prepare_dirs(topology)
     with _step(say, f"{len(topology.nodes)} namespaces", start):
@@ -249,7 +265,7 @@ def _build(topology: Topology, record: Record, say: Say, start: float) -> None:
         list(pool.map(lambda node: _run_exec(topology, node, say), topology.nodes))
     with _step(say, "node processes", start):
         for node in topology.nodes:
-            _start_node(topology, node, record)
+            _start_node(topology, node, record, apiserver_state)
 
 
 def _prepare_dirs(topology: Topology) -> None:
@@ -277,7 +293,9 @@ def _run_exec(topology: Topology, node: str, say: Say) -> None:
             say(f"{node}: exec {' '.join(argv)!r} failed: {error}")
 
 
-def _start_node(topology: Topology, node: str, record: Record) -> None:
+def _start_node(
+    topology: Topology, node: str, record: Record, apiserver_state: str | None = None
+) -> None:
     spec = topology.nodes[node]
     name = topology.netns(node)
     if frr.is_frr_image(spec.image):
@@ -292,7 +310,11 @@ def _start_node(topology: Topology, node: str, record: Record) -> None:
     elif spec.cmd:
         log = topology.node_dir(node) / "log" / "main.log"
         argv = node_command(topology, node, spec.cmd)
-        pid = netns.spawn_detached(argv, env=node_environment(topology, node), log=log)
+        env = node_environment(topology, node)
+        env.pop(APISERVER_STATE_ENV, None)  # only `up`'s argument says, not the caller's env
+        if apiserver_state:
+            env[APISERVER_STATE_ENV] = apiserver_state
+        pid = netns.spawn_detached(argv, env=env, log=log)
         _note_process(record, node, pid)
 
 
@@ -308,7 +330,7 @@ def _note_process(record: Record, node: str, pid: int) -> None:
         record.note("processes", {"node": node, "pid": proc.pid, "start_time": proc.start_time})
 
 
-def _converge(topology: Topology, say: Say, start: float) -> None:
+def _converge(topology: Topology, say: Say, start: float, *, sessions_only: bool = False) -> None:
     last: list[Convergence | str] = ["no answer yet"]
 
     def converged() -> Convergence | None:
@@ -316,10 +338,11 @@ def _converge(topology: Topology, say: Say, start: float) -> None:
             now: Convergence | str = convergence(topology)
         except LabError as exc:  # bgpd still starting
             now = str(exc)
-        if isinstance(now, Convergence) and str(now) != str(last[0]) and not now.done:
+        done = isinstance(now, Convergence) and (now.sessions_up if sessions_only else now.done)
+        if isinstance(now, Convergence) and str(now) != str(last[0]) and not done:
             say(f"[{time.monotonic() - start:5.2f} s] {now}")
         last[0] = now
-        return now if isinstance(now, Convergence) and now.done else None
+        return now if isinstance(now, Convergence) and done else None
 
     remaining = CONVERGE_TIMEOUT - (time.monotonic() - start)
     try:

@@ -1,10 +1,12 @@
 """The demo's script, as data: what to do, what must follow, within which bounds.
 
-`script(tuning)` returns the `Step`s: each says what to do (`action`), which events must follow
-and within which bound from the action (`events`, optionally in an `order`), and which nodes
-must serve the VIPs afterwards (`serving`, checked in r1's FIB and by a client sample). The
-bounds come from the nodes' announcer settings (`Tuning`), as the configuration states them,
-plus `MARGIN` for BGP and the router's FIB. An event checks itself against a `Look` at the
+`bootstrap(tuning)` returns the cold start's `Step`s (a lab whose apiservers are all stopped
+is bootstrapped through the VIP, as `kubeadm init` and `join` do), `script(tuning)` the rest.
+Each step says what to do (`action`), which events must follow and within which bound from
+the action (`events`, optionally in an `order`), and which nodes must serve the VIPs
+afterwards (`serving`, checked in r1's FIB and by a client sample). The bounds come from the
+nodes' announcer settings (`Tuning`), as the configuration states them, plus `MARGIN` for
+BGP and the router's FIB. An event checks itself against a `Look` at the
 lab; a command that fails raises `Missed`.
 
 It must not print or wait: the demo's player runs the steps, the narrator tells them.
@@ -71,6 +73,23 @@ class SetApiserver:
 
 
 @dataclass(frozen=True)
+class SetApiservers:
+    """The same state for several nodes' apiservers, one after the other."""
+
+    nodes: tuple[str, ...]
+    state: str
+
+    @property
+    def command(self) -> str:
+        return "; ".join(SetApiserver(node, self.state).command for node in self.nodes)
+
+    def start(self, lab: Lab) -> Command | None:
+        for node in self.nodes:
+            lab.set_apiserver(node, self.state)
+        return None
+
+
+@dataclass(frozen=True)
 class RunInNode:
     node: str
     argv: tuple[str, ...]
@@ -83,7 +102,7 @@ class RunInNode:
         return lab.start(self.node, self.argv)
 
 
-Action = SetApiserver | RunInNode
+Action = SetApiserver | SetApiservers | RunInNode
 
 
 # ---- events -------------------------------------------------------------------------------
@@ -116,10 +135,11 @@ class Joins:
     node: str
     within: float
     not_before: float = 0.0  # announcing sooner would break announcer's rise/min_healthy
+    again: bool = True  # False: the node's first time in the set (a cold start)
 
     @property
     def text(self) -> str:
-        return f"r1 sends VIP traffic to {self.node} again"
+        return f"r1 sends VIP traffic to {self.node}" + (" again" if self.again else "")
 
     def happened(self, look: Look) -> bool:
         return look.serving.everywhere(self.node)
@@ -192,6 +212,53 @@ class Step:
 # ---- the script ---------------------------------------------------------------------------
 
 
+def bootstrap(tuning: Tuning, first: str = "cp2") -> tuple[Step, ...]:
+    """A brand-new cluster (every apiserver stopped): `first` runs kubeadm init, the others
+    join; each node announces the VIP only once its own apiserver is ready."""
+    others = tuple(sorted(ALL - {first}))
+    init = Step(
+        title=f"A brand-new cluster: kubeadm init on {first}",
+        explain="No apiserver runs yet, so no node announces the VIP and nothing answers "
+        f"there. kubeadm init starts {first}'s apiserver, which answers /readyz with 500 "
+        "until its post-start hooks are done: announcer keeps waiting.",
+        serving=frozenset(),
+        action=SetApiserver(first, "starting"),
+        did=f"{first}'s apiserver started (not ready yet)",
+    )
+    ready = Step(
+        title=f"{first}'s apiserver is ready",
+        explain=f"announcer on {first} announces the VIP after {tuning.rise} good probes and "
+        f"{tuning.min_healthy:g} s of health; from then on kubeadm, the kubelets and "
+        "everyone else reach the cluster through the VIP, which this node alone serves.",
+        serving=frozenset({first}),
+        action=SetApiserver(first, "ready"),
+        did=f"{first}'s apiserver answered /readyz with 200",
+        events=(_joins(first, tuning, again=False),),
+    )
+    join = Step(
+        title=f"kubeadm join --control-plane on {_names(others)}",
+        explain="Their apiservers start and become ready; each node joins the set that r1 "
+        f"spreads the VIP over once its own apiserver is ready, while {first} serves on.",
+        serving=ALL,
+        action=SetApiservers(others, "ready"),
+        did=f"the apiservers of {_names(others)} are ready",
+        events=tuple(_joins(node, tuning, again=False) for node in others),
+    )
+    return init, ready, join
+
+
+def _names(nodes: Sequence[str]) -> str:
+    return " and ".join(nodes)
+
+
+def _joins(node: str, tuning: Tuning, *, again: bool = True) -> Joins:
+    # The streak starts with the first good probe, at the earliest right after the action;
+    # it ends on a probe tick, at most an interval after both conditions hold.
+    ready_for = max((tuning.rise - 1) * tuning.interval, tuning.min_healthy)
+    within = ready_for + 2 * tuning.interval + MARGIN
+    return Joins(node, within, not_before=ready_for, again=again)
+
+
 def script(tuning: Tuning) -> tuple[Step, ...]:
     return (
         Step(
@@ -208,9 +275,6 @@ def script(tuning: Tuning) -> tuple[Step, ...]:
 
 
 def _back(node: str, tuning: Tuning, *, title: str, did: str) -> Step:
-    # The streak starts with the first good probe, at the earliest right after the action;
-    # it ends on a probe tick, at most an interval after both conditions hold.
-    ready_for = max((tuning.rise - 1) * tuning.interval, tuning.min_healthy)
     return Step(
         title=title,
         explain=f"announcer announces again after {tuning.rise} good probes in a row and "
@@ -219,7 +283,7 @@ def _back(node: str, tuning: Tuning, *, title: str, did: str) -> Step:
         serving=ALL,
         action=SetApiserver(node, "ready"),
         did=did,
-        events=(Joins(node, ready_for + 2 * tuning.interval + MARGIN, not_before=ready_for),),
+        events=(_joins(node, tuning),),
     )
 
 

@@ -32,6 +32,7 @@ from announcer.lab.scenario import (
     SetApiserver,
     Step,
     Tuning,
+    bootstrap,
     script,
 )
 from announcer.lab.topology import Topology, load_topology
@@ -215,6 +216,44 @@ def test_curl_output_is_read_per_connection() -> None:
     assert sample.total == 4
 
 
+def test_the_cold_start_is_told_and_each_node_joins_when_ready() -> None:
+    clock = FakeClock()
+    reactions = {
+        ("cp2", "ready"): [(2.2, join("cp2"))],
+        ("cp1", "ready"): [(2.3, join("cp1"))],
+        ("cp3", "ready"): [(2.5, join("cp3"))],
+    }
+    lab = ScriptedLab(clock, reactions)
+    lab.fib = set()  # every apiserver stopped: nobody announces
+    out = io.StringIO()
+    Player(lab, Narrator(out, tty=False, clock=clock), clock=clock, sleep=clock.sleep).play(
+        bootstrap(TUNING)
+    )
+    output = out.getvalue()
+    assert "1. A brand-new cluster: kubeadm init on cp2\n" in output
+    assert "   $ announcer lab apiserver cp2 starting\n" in output
+    assert "   r1's FIB:  nobody (IPv4 and IPv6)\n" in output
+    assert "   + 2.20 s  r1 sends VIP traffic to cp2\n" in output
+    assert "   r1's FIB:  cp2 (IPv4 and IPv6)\n" in output
+    assert "3. kubeadm join --control-plane on cp1 and cp3\n" in output
+    assert "   + 2.50 s  r1 sends VIP traffic to cp3\n" in output
+    assert "   r1's FIB:  cp1, cp2, cp3 (IPv4 and IPv6)\n" in output
+
+
+def test_a_cold_start_that_announces_before_anything_is_ready_is_a_failure() -> None:
+    init = bootstrap(TUNING)[0]
+    with pytest.raises(Missed, match=r"should send VIP traffic to nobody, not cp1, cp2, cp3"):
+        play([init], {})  # this lab's nodes announce from the start
+    clock = FakeClock()
+    lab = ScriptedLab(clock, {})
+    lab.fib = set()
+    hasty = {("cp2", "ready"): [(0.4, join("cp2"))]}
+    lab.reactions = hasty
+    player = Player(lab, Narrator(io.StringIO(), tty=False), clock=clock, sleep=clock.sleep)
+    with pytest.raises(Missed, match=r"cp2 after 0\.40 s, sooner than .* allow \(2 s\)"):
+        player.play(bootstrap(TUNING)[:2])
+
+
 def test_joins_bounds_follow_the_configuration() -> None:
     back = script(TUNING)[2]
     (joins,) = back.events
@@ -274,6 +313,14 @@ def test_the_demo_runs_end_to_end_and_leaves_nothing_behind(demo_topology: Topol
     assert result.returncode == 0, output[-2000:] + result.stderr
     flowing = " ".join(output.split())
     for expected in [
+        "as a brand-new cluster",
+        "and no route to the VIPs: no node announces them.",
+        "1. A brand-new cluster: kubeadm init on cp2",
+        "r1's FIB: nobody (IPv4 and IPv6)",
+        "12 new connections, none answered",
+        "r1 sends VIP traffic to cp2 r1's FIB: cp2 (IPv4 and IPv6)",
+        "12 new connections, all answered: 12 by cp2",
+        "kubeadm join --control-plane on cp1 and cp3",
         "r1's FIB: cp1, cp2, cp3 (IPv4 and IPv6)",
         "cp1's apiserver began a planned shutdown",
         "r1 stopped sending VIP traffic to cp1",
@@ -286,7 +333,7 @@ def test_the_demo_runs_end_to_end_and_leaves_nothing_behind(demo_topology: Topol
         "`announcer drain --wait` returned",
         "r1 sends VIP traffic to cp3 again",
         "12 new connections, all answered",
-        "All 7 steps behaved as announcer promises",
+        "All 10 steps behaved as announcer promises",
         f"lab {LAB_NAME} removed in",
     ]:
         assert expected in flowing  # phrases, whatever the line wrapping
