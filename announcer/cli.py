@@ -6,6 +6,7 @@ be reached), 2 invalid configuration, 3 (`status` only) this node announces noth
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import math
@@ -52,7 +53,31 @@ class ConfigInvalid(click.ClickException):
             click.echo(f"error: {single}", err=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The daemon's commands, plus `lab`, imported only when asked for: the lab pulls in
+    pyroute2, cryptography and jsonschema, which `announcer run` and `announcer status` (run
+    often, by people and scripts) should not pay for in start-up time and memory."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *([_LAB] if _lab_installed() else [])])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name == _LAB and _lab_installed():
+            from announcer.lab.cli import lab
+
+            return lab
+        return super().get_command(ctx, cmd_name)
+
+
+_LAB = "lab"
+
+
+def _lab_installed() -> bool:
+    # The lab is an extra (`announcer[lab]`); without it the daemon's commands still work.
+    return all(importlib.util.find_spec(name) is not None for name in ("trustme", "jsonschema"))
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="announcer")
 def main() -> None:
     """Announce the Kubernetes apiserver VIP over BGP while the local apiserver is ready."""
@@ -241,15 +266,3 @@ def _ask(socket_path: Path, request: dict[str, JSONValue], *, timeout: float) ->
     if answer.get("ok") is not True:
         raise click.ClickException(f"the daemon says: {answer.get('error', 'failed')}")
     return answer
-
-
-def _add_lab() -> None:
-    # The lab has extra dependencies (trustme, jsonschema); keep the daemon importable without.
-    try:
-        from announcer.lab.cli import lab
-    except ImportError:  # pragma: no cover - depends on the install
-        return
-    main.add_command(lab)
-
-
-_add_lab()
