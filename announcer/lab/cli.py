@@ -252,3 +252,4 @@ def _router_status(topology: Topology, router: str) -> None:
 from announcer.lab import demo as _demo  # noqa: E402, F401 - registers `lab demo` on `lab`
 from announcer.lab import runner as _runner  # noqa: E402, F401 - registers `lab faults`
 from announcer.lab import soak as _soak  # noqa: E402, F401 - registers `lab soak`
+from announcer.lab.bench import command as _bench  # noqa: E402, F401 - registers `lab bench`

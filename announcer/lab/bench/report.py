@@ -1,0 +1,251 @@
+"""The benchmark's files: `bench.json`, `bench-run.json` and `bench.md`.
+
+`bench.json` maps scenario -> system -> figures: `samples` (seconds; null = never within
+`cap_s`), `nodes` (where each sample was taken), `p50_s`, `p99_s`, `max_s` (null = never),
+`never`, then the scenario's own figures (`failed_requests`, `total_requests`, ... for the
+planned restarts; `rss_mib`, `cpu_percent`, ... for the footprint, whose samples are the wall
+times of `announcer status`) and `violations` (a healthy node withdrawn, a foreign route).
+`bench-run.json` says what ran: the plan, each system's settings, the machine, the software
+versions and how long it took. `bench.md` has the results table, announcer against the
+issue's targets with its ratio to `exabgp-healthcheck`, and the machine.
+
+It must not measure or plot.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from announcer.lab.bench import outcome as names
+from announcer.lab.bench.outcome import Outcome, Sample
+from announcer.lab.bench.run import Results, plan_record
+from announcer.lab.bench.systems import ANNOUNCER, HEALTHCHECK
+from announcer.status import JSONObject, JSONValue
+
+TIMED = (names.READYZ, names.RECOVERY, names.KILL, names.FREEZE, names.SILENT)
+PLANNED = (names.PLANNED, names.PLANNED_0)
+
+
+def figures(result: Outcome) -> JSONObject:
+    data: JSONObject = {}
+    if result.samples:
+        data["samples"] = [None if s is None else round(s, 4) for s in result.samples]
+        data["nodes"] = list(result.nodes)
+        data.update(result.stats())
+        data["never"] = result.never
+        if result.cap_s is not None:
+            data["cap_s"] = result.cap_s
+    data.update(result.figures)
+    data["violations"] = list(result.violations)
+    return data
+
+
+def results_json(results: Results) -> JSONObject:
+    return {
+        scenario: {system: figures(r) for system, r in by_system.items()}
+        for scenario in names.SCENARIOS
+        if (by_system := results.outcomes.get(scenario))
+    }
+
+
+def run_json(results: Results) -> JSONObject:
+    settings: JSONObject = dict(results.settings.items())
+    return {
+        "plan": plan_record(results.plan),
+        "settings": settings,
+        **results.meta,
+        "duration_s": round(results.seconds, 1),
+    }
+
+
+def write(results: Results, out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    files = {
+        out / "bench.json": json.dumps(results_json(results), indent=1, default=str) + "\n",
+        out / "bench-run.json": json.dumps(run_json(results), indent=1, default=str) + "\n",
+        out / "bench.md": markdown(results),
+    }
+    for path, text in files.items():
+        path.write_text(text)
+    return list(files)
+
+
+# ---- Markdown ---------------------------------------------------------------------------------
+
+
+def seconds(value: Sample, cap: float | None = None, unit: str = "") -> str:
+    if value is None:
+        return f"never (> {cap:g} s)" if cap is not None else "never"
+    return f"{value:.2f}{unit}"
+
+
+def cell(scenario: str, result: Outcome) -> str:
+    f = result.figures
+    if scenario in TIMED:
+        stats = result.stats()
+        if result.never == len(result.samples):
+            return f"{seconds(None, result.cap_s)} (n={len(result.samples)})"
+        parts = [seconds(stats[k], result.cap_s) for k in ("p50_s", "p99_s", "max_s")]
+        return " / ".join(parts) + f" (n={len(result.samples)})"
+    if scenario in PLANNED:
+        return (
+            f"{f.get('failed_requests')} of {f.get('total_requests')} failed: "
+            f"{f.get('failed_in_flight_at_fib_change')} in flight at a FIB change, "
+            f"{f.get('failed_other')} other; SIGTERM to out of r1's FIB: "
+            + ", ".join(
+                f"{node} {'not withdrawn' if s is None else f'{s:.2f} s'}"
+                for node, s in zip(result.nodes, result.samples, strict=True)
+            )
+        )
+    if scenario == names.FOOTPRINT:
+        text = f"RSS {f.get('rss_mib')} MiB, CPU {f.get('cpu_percent')} %"
+        if result.samples:
+            text += f", `announcer status` p50 {_ms(result.stats()['p50_s'])}"
+        return text
+    return "?"
+
+
+def _ms(value: Sample) -> str:
+    return "never" if value is None else f"{value * 1000:.0f} ms"
+
+
+HEADINGS = {
+    names.READYZ: "readyz-failure: out of r1's FIB, s (p50 / p99 / max)",
+    names.RECOVERY: "recovery: back in r1's FIB, s (p50 / p99 / max)",
+    names.KILL: "daemon-kill: out, s (p50 / p99 / max)",
+    names.FREEZE: "daemon-freeze: out, s (p50 / p99 / max)",
+    names.SILENT: "node-silent: out, s (p50 / p99 / max)",
+    names.PLANNED: "planned-restart, shutdown delay 3 s",
+    names.PLANNED_0: "planned-restart, shutdown delay 0 s",
+    names.FOOTPRINT: "footprint (per node, {seconds:g} s steady state)",
+}
+
+
+def results_table(results: Results) -> list[str]:
+    systems = list(results.settings)
+    lines = ["| scenario | " + " | ".join(f"`{s}`" for s in systems) + " |"]
+    lines.append("|---" * (len(systems) + 1) + "|")
+    for scenario in names.SCENARIOS:
+        by_system = results.outcomes.get(scenario, {})
+        cells = [cell(scenario, by_system[s]) if s in by_system else "-" for s in systems]
+        heading = HEADINGS[scenario].format(seconds=results.plan.footprint_seconds)
+        lines.append(f"| {heading} | " + " | ".join(cells) + " |")
+    return lines
+
+
+@dataclass(frozen=True)
+class Target:
+    label: str
+    scenario: str
+    value: Callable[[Outcome], float | None]
+    bound: Callable[[Results], tuple[float, float]]  # (low, high)
+    unit: str = "s"
+    needs_samples: bool = False
+
+
+def _stat(key: str) -> Callable[[Outcome], float | None]:
+    return lambda r: r.stats().get(key) if r.samples else None
+
+
+def _figure(key: str) -> Callable[[Outcome], float | None]:
+    def read(r: Outcome) -> float | None:
+        value = r.figures.get(key)
+        return float(value) if isinstance(value, int | float) else None
+
+    return read
+
+
+def _recovery_bound(results: Results) -> tuple[float, float]:
+    """Back within rise x interval + minimum healthy time, plus 10 %."""
+    api = results.settings.get(ANNOUNCER, {}).get("apiserver")
+    if not isinstance(api, dict):
+        return (0.0, float("inf"))
+    values = [api.get(k) for k in ("rise", "interval", "min_healthy")]
+    rise, interval, min_healthy = (float(v) if isinstance(v, int | float) else 0.0 for v in values)
+    return (0.0, (rise * interval + min_healthy) * 1.1)
+
+
+def _timed(label: str, scenario: str, key: str, high: float) -> Target:
+    return Target(label, scenario, _stat(key), lambda _: (0.0, high), needs_samples=True)
+
+
+TARGETS = (
+    _timed("readyz-failure p99", names.READYZ, "p99_s", 1.0),
+    Target("recovery p99, within rise x interval + min healthy + 10 %", names.RECOVERY,
+           _stat("p99_s"), _recovery_bound, needs_samples=True),
+    Target("planned-restart (delay 3) failures other than in flight", names.PLANNED,
+           _figure("failed_other"), lambda _: (0.0, 0.0), ""),
+    _timed("daemon-kill max", names.KILL, "max_s", 0.5),
+    _timed("daemon-freeze max", names.FREEZE, "max_s", 3.0),
+    _timed("node-silent max", names.SILENT, "max_s", 3.5),
+    Target("footprint RSS", names.FOOTPRINT, _figure("rss_mib"), lambda _: (0.0, 80.0), "MiB"),
+    Target("footprint CPU", names.FOOTPRINT, _figure("cpu_percent"), lambda _: (0.0, 1.0), "%"),
+    _timed("`announcer status` p50", names.FOOTPRINT, "p50_s", 0.15),
+)  # fmt: skip
+
+
+def targets_table(results: Results) -> list[str]:
+    lines = [
+        f"| target | bound | `{ANNOUNCER}` | met | `{HEALTHCHECK}` / `{ANNOUNCER}` |",
+        "|---|---|---|---|---|",
+    ]
+    for target in TARGETS:
+        by_system = results.outcomes.get(target.scenario, {})
+        if ANNOUNCER not in by_system:
+            continue
+        if target.needs_samples and not by_system[ANNOUNCER].samples:
+            continue  # not measured in this run
+        ours = target.value(by_system[ANNOUNCER])
+        theirs = target.value(by_system[HEALTHCHECK]) if HEALTHCHECK in by_system else None
+        if theirs is None and HEALTHCHECK in by_system and not by_system[HEALTHCHECK].samples:
+            theirs = math.nan  # not measured for the baseline (no such command)
+        low, high = target.bound(results)
+        met = ours is not None and low <= ours <= high
+        bound = f"{low:g}-{high:g}" if low else f"<= {high:g}"
+        lines.append(
+            f"| {target.label} | {bound} {target.unit} | {_value(ours, target.unit)} | "
+            f"{'yes' if met else '**no**'} | {_ratio(ours, theirs)} |"
+        )
+    violations = sum(len(r.violations) for s in results.outcomes.values() for r in s.values())
+    lines.append(f"| no false withdraw of a healthy node | 0 | {violations} | "
+                 f"{'yes' if not violations else '**no**'} | |")  # fmt: skip
+    return lines
+
+
+def _value(value: float | None, unit: str) -> str:
+    return "never" if value is None else f"{value:.3g} {unit}".strip()
+
+
+def _ratio(ours: float | None, theirs: float | None) -> str:
+    """theirs / ours: above 1, announcer is that many times faster (or smaller)."""
+    if theirs is not None and math.isnan(theirs):
+        return "-"
+    if theirs is None:
+        return "theirs: never" if ours is not None else "both never"
+    if ours is None:
+        return "ours: never"
+    if ours == 0:
+        return "both 0" if theirs == 0 else f"{theirs:.3g} vs 0"
+    return f"{theirs / ours:.2g}"
+
+
+def markdown(results: Results) -> str:
+    meta = results.meta
+    machine, software = meta.get("machine", {}), meta.get("software", {})
+    lines = ["# announcer lab bench", "", *results_table(results), "", "## announcer's targets", ""]
+    lines += targets_table(results)
+    lines += ["", "## Where it ran", "", _describe(machine), _describe(software), ""]
+    lines.append(
+        f"Took {results.seconds / 60:.1f} min; plan: {_describe(plan_record(results.plan))}."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _describe(value: JSONValue | object) -> str:
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {v}" for k, v in value.items())
+    return str(value)
