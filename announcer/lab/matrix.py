@@ -100,6 +100,11 @@ def flapping(t: Trial, node: str) -> list[Finding]:
         tick += 1
         time.sleep(max(0.0, t0 + tick * api.interval - now()))  # pacing the fault, not a wait
     t1 = now()
+    faults.set_apiserver(t.topology, node, "ready")
+    # The flapper's period is not locked to the probe ticks: two probes can land in one
+    # etcd-down half-period, and a withdraw they cause may come up to fall x interval +
+    # timeout after the last flip. The node stays free for that long; then it must return.
+    time.sleep(api.fall * api.interval + api.timeout)
     allowed = 1 + 2 * int(duration // cycle)
     changes = t.check.changes(node, t0, t1)
     outs = [b - a for a, b in t.check.absences(node, t0, t1) if t0 < a and b < t1]
