@@ -12,6 +12,7 @@ from __future__ import annotations
 import grp
 import pwd
 import socket
+import stat
 import sys
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -96,6 +97,13 @@ def _file_exists(path: Path) -> bool:
         return False
 
 
+def _file_mode(path: Path) -> int | None:
+    try:
+        return path.stat().st_mode
+    except OSError:  # missing or unreadable: load_config reports that, not a warning
+        return None
+
+
 def _user_exists(name: str) -> bool:
     try:
         pwd.getpwnam(name)
@@ -121,6 +129,7 @@ class HostView:
     tcp_listeners: Callable[[], Collection[ListenAddress]] = read_tcp_listeners
     socket_answers: Callable[[Path], bool] = unix_socket_answers
     file_exists: Callable[[Path], bool] = _file_exists
+    file_mode: Callable[[Path], int | None] = _file_mode
     user_exists: Callable[[str], bool] = _user_exists
     group_exists: Callable[[str], bool] = _group_exists
 
@@ -128,7 +137,7 @@ class HostView:
 def host_warnings(config: Config, host: HostView | None = None) -> list[str]:
     """Warnings about this host for a valid configuration (empty when all is well)."""
     host = host or HostView()
-    warnings = _file_warnings(config, host)
+    warnings = _file_warnings(config, host) + _secret_warnings(config, host)
     if config.loopback.manage:
         warnings += _arp_warnings(config, host)
     warnings += _listener_warnings(config, host)
@@ -148,6 +157,25 @@ def _file_warnings(config: Config, host: HostView) -> list[str]:
     group = config.status.group
     if group is not None and not host.group_exists(group):
         warnings.append(f"status.group: no group {group!r} on this host")
+    return warnings
+
+
+def _secret_files(config: Config) -> list[tuple[str, Path]]:
+    files = [("apiserver.token_file", config.apiserver.token_file)]
+    for index, neighbor in enumerate(config.bgp.neighbors):
+        files.append((f"bgp.neighbors[{index}].password_file", neighbor.password_file))
+    return [(key, file) for key, file in files if file is not None]
+
+
+def _secret_warnings(config: Config, host: HostView) -> list[str]:
+    warnings = []
+    for key, file in _secret_files(config):
+        mode = host.file_mode(file)
+        if mode is not None and mode & 0o006:
+            warnings.append(
+                f"{key}: {file} is accessible to every user on this host (mode "
+                f"{stat.S_IMODE(mode):04o}): make it 0600 (or 0640 for a trusted group)"
+            )
     return warnings
 
 
@@ -200,6 +228,11 @@ def _listener_warnings(config: Config, host: HostView) -> list[str]:
     warnings = []
     listeners = host.tcp_listeners()
     listen = config.metrics.listen
+    if listen is not None and not listen.host.is_loopback:
+        warnings.append(
+            f"metrics.listen: {listen} is not a loopback address: the endpoint has no "
+            "authentication, so whoever reaches it reads this node's state"
+        )
     if listen is not None and any(_conflicts(listen, taken) for taken in listeners):
         warnings.append(f"metrics.listen: {listen} is already taken by a listening socket")
     if any(taken.port == BGP_PORT for taken in listeners):

@@ -64,8 +64,9 @@ class Channel:
         TimeoutError if no acknowledgement arrives within `timeout` seconds (the channel is
         closed then: see the module docstring).
         """
-        if "\n" in command or "\r" in command:
-            raise ValueError(f"a command is one line: {command!r}")
+        # Any control character, not only a line break: ExaBGP's reader may split on others.
+        if not command.isprintable():
+            raise ValueError(f"a command is one line without control characters: {command!r}")
         data = command.encode("ascii") + b"\n"
         async with self._lock:
             self._check_open()

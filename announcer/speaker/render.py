@@ -88,6 +88,8 @@ def render_environment(config: Config) -> dict[str, str]:
     settings = dict(DEFAULT_SETTINGS)
     for key, value in config.exabgp.settings:
         text = _setting_text(value)
+        if not (key + text).isprintable():  # the settings are echoed into exabgp.conf too
+            raise RenderError(f"exabgp.settings.{key}: holds a control character")
         if key == "daemon.user" or (key in FIXED_SETTINGS and FIXED_SETTINGS[key] != text):
             raise RenderError(f"exabgp.settings.{key}: is set by the daemon")
         settings[key] = text
