@@ -21,6 +21,8 @@ import time
 from collections.abc import Mapping
 from typing import Final, TextIO
 
+from announcer.config.model import LogFormat
+
 __all__ = ["LogFormat", "configure", "fields_of"]
 
 # Attributes every LogRecord has; anything else on a record came from `extra`.
@@ -35,11 +37,6 @@ _SYSLOG_PRIORITY: Final = {
     logging.DEBUG: 7,
 }
 _PLAIN: Final = frozenset(string.ascii_letters + string.digits + ".:/_-+@,[]")
-
-
-class LogFormat(enum.Enum):
-    TEXT = "text"
-    JSON = "json"
 
 
 def fields_of(record: logging.LogRecord) -> dict[str, object]:

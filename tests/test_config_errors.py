@@ -247,13 +247,38 @@ CASES: list[tuple[str, str]] = [
         "daemon dies only because ExaBGP respawns",
     ),
     (
+        "exabgp: {settings: {tcp.bind: 0.0.0.0}}",
+        "exabgp.settings['tcp.bind']: is refused: would make ExaBGP listen for BGP "
+        "connections: the node only connects out",
+    ),
+    (
+        "exabgp: {settings: {bgp.passive: true}}",
+        "exabgp.settings['bgp.passive']: is refused: would make every session passive: this "
+        "node opens none",
+    ),
+    (
+        "exabgp: {settings: {tcp.delay: 5}}",
+        "exabgp.settings['tcp.delay']: is refused: would hold every announcement back until "
+        "the minute is a multiple of it",
+    ),
+    (
+        "exabgp: {settings: {log.level: LOUD}}",
+        "exabgp.settings['log.level']: 'LOUD' is not a log level (FATAL, CRITICAL, ERROR, "
+        "WARNING, INFO, DEBUG, NOTSET)",
+    ),
+    (
+        "exabgp: {settings: {log.packets: yes please}}",
+        "exabgp.settings['log.packets']: 'yes please' is not true or false",
+    ),
+    ("log: {format: xml}", "log.format: 'xml' is not a log format (text or json)"),
+    (
         "exabgp: {settings: {exabgp.reactor.speed: 5}}",
         "exabgp.settings['exabgp.reactor.speed']: 'exabgp.reactor.speed' is not an ExaBGP "
         "setting name (section.option, without exabgp.)",
     ),
     (
         "exabgp: {settings: {reactor.speed: [5]}}",
-        "exabgp.settings['reactor.speed']: [5] is not a string, number or boolean",
+        "exabgp.settings['reactor.speed']: [5] is not a number of seconds from 0.1 to 10",
     ),
     (
         'exabgp: {settings: {log.destination: "syslog\\rapi"}}',
@@ -270,13 +295,13 @@ CASES: list[tuple[str, str]] = [
     # the top level
     (
         "apisever: {}",
-        "apisever: unknown key (expected: announce, apiserver, bgp, drain, exabgp, loopback, "
-        "metrics, state_dir, status, vips)",
+        "apisever: unknown key (expected: announce, apiserver, bgp, drain, exabgp, log, "
+        "loopback, metrics, state_dir, status, vips)",
     ),
     (
         "{1: x}",
-        "[1]: unknown key (expected: announce, apiserver, bgp, drain, exabgp, loopback, "
-        "metrics, state_dir, status, vips)",
+        "[1]: unknown key (expected: announce, apiserver, bgp, drain, exabgp, log, "
+        "loopback, metrics, state_dir, status, vips)",
     ),
 ]
 
@@ -305,6 +330,46 @@ def test_every_mistake_is_reported_in_document_order() -> None:
     ]
     assert caught.value.path == "apiserver.rise"
     assert str(caught.value).splitlines()[1] == "bgp.local_as: 'x' is not an AS number"
+
+
+@pytest.mark.parametrize(
+    ("snippet", "paths"),
+    [
+        ("vips: [bad, 198.51.100.10/32, worse, 198.51.100.10]", ["vips[0]", "vips[2]", "vips[3]"]),
+        (
+            "announce: {communities: ['65000:1', x, y, '65000:1']}",
+            ["announce.communities[1]", "announce.communities[2]", "announce.communities[3]"],
+        ),
+        (
+            "announce: {large_communities: [x, '1:2:3', y]}",
+            ["announce.large_communities[0]", "announce.large_communities[2]"],
+        ),
+        (
+            "bgp: {neighbors: [{address: 192.0.2.1, peer_as: 65000, families: [ipv4, x, y]}]}",
+            ["bgp.neighbors[0].families[1]", "bgp.neighbors[0].families[2]"],
+        ),
+        (
+            "exabgp: {settings: {tcp.bind: x, no.such: 1, log.all: maybe}}",
+            [
+                "exabgp.settings['tcp.bind']",
+                "exabgp.settings['no.such']",
+                "exabgp.settings['log.all']",
+            ],
+        ),
+    ],
+)
+def test_every_mistake_in_a_list_is_reported(snippet: str, paths: list[str]) -> None:
+    with pytest.raises(ConfigErrors) as caught:
+        parse_config(merged(minimal(), yaml.safe_load(snippet)))
+    assert [error.path for error in caught.value.errors] == paths
+
+
+def test_an_unknown_exabgp_setting_is_refused() -> None:
+    (message,) = messages("exabgp: {settings: {no.such: 1}}")
+    assert message.startswith(
+        "exabgp.settings['no.such']: is not an ExaBGP setting the daemon allows (allowed: "
+    )
+    assert "reactor.speed" in message
 
 
 def test_missing_required_sections() -> None:

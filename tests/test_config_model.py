@@ -107,7 +107,7 @@ def test_explicit_values_are_kept_and_resolved() -> None:
     assert dict(config.exabgp.settings) == {
         "reactor.speed": 5,
         "log.statistics": False,
-        "tcp.delay": 0.5,
+        "bgp.openwait": 30,
         "log.destination": "syslog",
     }
     assert config.metrics.listen == ListenAddress(host=IPv6Address("::1"), port=9470)

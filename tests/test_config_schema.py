@@ -145,7 +145,7 @@ def test_no_extra_keys_anywhere() -> None:
                 yield from objects(value)
 
     found = list(objects(config_schema()))
-    assert len(found) == 10  # top level, 8 sections and a neighbor
+    assert len(found) == 11  # top level, 9 sections and a neighbor
     assert all(schema["additionalProperties"] is False for schema in found)
 
 
@@ -216,7 +216,7 @@ ODD_BUT_VALID = [
     ("status.mode", "600"),
     ("status.group", "_svc.k8s-ops"),
     ("loopback.interface", "br-0.100@x"),
-    ("exabgp.settings", {"reactor.speed": 5, "tcp.delay": 0.5, "log.all": True}),
+    ("exabgp.settings", {"reactor.speed": 5, "bgp.openwait": 30, "log.all": True}),
     ("metrics.listen", "[::1]:9470"),
 ]
 

@@ -217,6 +217,32 @@ def test_install_twice_then_uninstall_leaves_nothing(host_root: Path, built: Bui
     assert left <= accounts
 
 
+def test_uninstall_keeps_the_drop_ins_and_purge_removes_them(host_root: Path) -> None:
+    unit = host_root / "etc/systemd/system/announcer.service"
+    dropin = host_root / "etc/systemd/system/announcer.service.d/override.conf"
+    dropin.parent.mkdir(parents=True)
+    unit.write_text("[Service]\n")
+    dropin.write_text("[Service]\nEnvironment=X=1\n")
+    script = ROOT / "scripts/uninstall"
+
+    kept = run(["bash", script, "--root", host_root])
+    assert not unit.exists()
+    assert dropin.exists()
+    assert "keeping" in kept.stdout and "announcer.service.d" in kept.stdout
+
+    run(["bash", script, "--root", host_root, "--purge"])
+    assert not dropin.parent.exists()
+    assert (host_root / "etc/systemd/system").is_dir()  # only the unit's own files go
+
+
+def test_uninstall_resets_the_failed_state_where_systemd_runs() -> None:
+    # The real host's systemd cannot be used in a test; the command must be on the path the
+    # script takes when systemd runs, after the unit is gone.
+    script = (ROOT / "scripts/uninstall").read_text()
+    systemd_block = script[script.index("if $systemd; then\n    systemctl daemon-reload") :]
+    assert "systemctl reset-failed announcer.service" in systemd_block.split("\nfi\n")[0]
+
+
 def _assert_installed(root: Path, source: Path) -> None:
     announcer = root / "opt/announcer/bin/announcer"
     assert run([announcer, "--version"]).stdout == f"announcer, version {__version__}\n"

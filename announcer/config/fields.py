@@ -18,7 +18,7 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
 from typing import Final, TypeVar
 
-from announcer.config.errors import ConfigError, describe
+from announcer.config.errors import ConfigError, ConfigErrors, describe
 from announcer.config.model import IPAddress
 
 T = TypeVar("T")
@@ -222,3 +222,28 @@ def items(value: object, path: str) -> list[tuple[str, object]]:
     if not isinstance(value, list):
         raise ConfigError(path, "is not a list", value=value)
     return [(f"{path}[{index}]", item) for index, item in enumerate(value)]
+
+
+def each_item(
+    value: object, path: str, convert: Convert[T], *, repeated: str = "repeats {first}"
+) -> list[T]:
+    """Every element of a YAML sequence, converted and without repeats; `ConfigErrors`
+    naming every bad or repeated element (`repeated` may name `{first}`, its first path)."""
+    converted: list[T] = []
+    first: dict[T, str] = {}
+    problems: list[ConfigError] = []
+    for item_path, item in items(value, path):
+        try:
+            result = convert(item, item_path)
+        except ConfigError as error:
+            problems.append(error)
+            continue
+        if result in first:
+            reason = repeated.format(first=first[result])
+            problems.append(ConfigError(item_path, reason, value=item))
+            continue
+        first[result] = item_path
+        converted.append(result)
+    if problems:
+        raise ConfigErrors(problems)
+    return converted

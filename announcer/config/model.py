@@ -28,6 +28,13 @@ def default_exabgp_binary() -> Path:
     return Path(sys.prefix) / "bin" / "exabgp"
 
 
+class LogFormat(enum.Enum):
+    """How the daemon writes its log: one line per event, or one JSON object a line."""
+
+    TEXT = "text"
+    JSON = "json"
+
+
 class Family(enum.Enum):
     """An address family a BGP session carries (unicast only)."""
 
@@ -175,6 +182,13 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class LogConfig:
+    """Read when the daemon starts (`run --log-format` overrides it); a reload keeps it."""
+
+    format: LogFormat = LogFormat.TEXT
+
+
+@dataclass(frozen=True, kw_only=True)
 class Config:
     apiserver: ApiserverConfig = field(default_factory=ApiserverConfig)
     vips: tuple[VipNetwork, ...]
@@ -186,3 +200,4 @@ class Config:
     state_dir: Path = Path("/var/lib/announcer")
     exabgp: ExabgpConfig = field(default_factory=ExabgpConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    log: LogConfig = field(default_factory=LogConfig)

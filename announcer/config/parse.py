@@ -29,7 +29,13 @@ from announcer.config.model import (
     VipNetwork,
 )
 from announcer.config.parse_bgp import parse_announce, parse_bgp
-from announcer.config.parse_host import parse_drain, parse_exabgp, parse_loopback, parse_status
+from announcer.config.parse_host import (
+    parse_drain,
+    parse_exabgp,
+    parse_log,
+    parse_loopback,
+    parse_status,
+)
 
 TOP_LEVEL: Final = "(top level)"
 _PLACEHOLDER_BGP: Final = BgpConfig(router_id=IPv4Address("192.0.2.0"), local_as=1, neighbors=())
@@ -75,6 +81,7 @@ def _parse(data: dict[object, object], errors: list[ConfigError]) -> Config:
         state_dir=top.take("state_dir", fields.absolute_path, Config.state_dir),
         exabgp=parse_exabgp(top.raw("exabgp"), errors),
         metrics=parse_metrics(top.raw("metrics"), errors),
+        log=parse_log(top.raw("log"), errors),
     )
     top.finish()
     return config
@@ -110,16 +117,9 @@ def vip(value: object, path: str) -> VipNetwork:
 
 
 def vip_list(value: object, path: str) -> tuple[VipNetwork, ...]:
-    entries = fields.items(value, path)
-    if not entries:
+    if value == []:
         raise ConfigError(path, "is empty: list at least one VIP", value=value)
-    vips: dict[VipNetwork, str] = {}
-    for item_path, item in entries:
-        network = vip(item, item_path)
-        if network in vips:
-            raise ConfigError(item_path, f"repeats {vips[network]}", value=item)
-        vips[network] = item_path
-    return tuple(vips)
+    return tuple(fields.each_item(value, path, vip))
 
 
 def url(value: object, path: str) -> str:

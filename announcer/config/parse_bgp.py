@@ -49,17 +49,17 @@ def hold_time(value: object, path: str) -> int:
     return value
 
 
+def family(value: object, path: str) -> Family:
+    if value not in ("ipv4", "ipv6"):
+        raise ConfigError(path, "is not a family (ipv4 or ipv6)", value=value)
+    return Family(value)
+
+
 def families(value: object, path: str) -> tuple[Family, ...]:
-    found: list[Family] = []
-    for item_path, item in fields.items(value, path):
-        if item not in ("ipv4", "ipv6"):
-            raise ConfigError(item_path, "is not a family (ipv4 or ipv6)", value=item)
-        if Family(item) in found:
-            raise ConfigError(item_path, "is listed twice", value=item)
-        found.append(Family(item))
+    found = fields.each_item(value, path, family, repeated="is listed twice")
     if not found:
         raise ConfigError(path, "is empty: list ipv4, ipv6 or both", value=value)
-    return tuple(sorted(found, key=lambda family: family.value))
+    return tuple(sorted(found, key=lambda item: item.value))
 
 
 def parse_bgp(data: object, errors: list[ConfigError]) -> BgpConfig:
@@ -197,13 +197,7 @@ def large_community(value: object, path: str) -> LargeCommunity:
 
 def _unique_list(convert: fields.Convert[fields.T]) -> fields.Convert[tuple[fields.T, ...]]:
     def convert_list(value: object, path: str) -> tuple[fields.T, ...]:
-        result: list[fields.T] = []
-        for item_path, item in fields.items(value, path):
-            converted = convert(item, item_path)
-            if converted in result:
-                raise ConfigError(item_path, "is listed twice", value=item)
-            result.append(converted)
-        return tuple(result)
+        return tuple(fields.each_item(value, path, convert, repeated="is listed twice"))
 
     return convert_list
 

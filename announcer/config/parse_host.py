@@ -6,17 +6,19 @@ business, and only ever a warning).
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 from typing import Final
 
 from announcer.config import fields
-from announcer.config.errors import ConfigError
+from announcer.config.errors import ConfigError, ConfigErrors
+from announcer.config.exabgp_settings import DAEMON_SETTINGS, setting
 from announcer.config.fields import Section
 from announcer.config.model import (
     DrainConfig,
     ExabgpConfig,
+    LogConfig,
+    LogFormat,
     LoopbackConfig,
     SettingValue,
     StatusConfig,
@@ -27,17 +29,10 @@ _INTERFACE: Final = re.compile(r"[A-Za-z0-9_.@-]{1,15}")
 _ACCOUNT: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
 _MODE: Final = re.compile(r"0?([0-7]{3})")
 _SETTING: Final = re.compile(r"[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*")
+# The settings the daemon sets itself (the ones the renderer fixes, and daemon.user).
+RESERVED_SETTINGS: Final = DAEMON_SETTINGS
 # sun_path is 108 bytes including the terminating NUL.
 _MAX_SOCKET_PATH: Final = 107
-# Settings the daemon sets itself because its guarantees depend on them.
-RESERVED_SETTINGS: Final = {
-    "daemon.user": "set exabgp.user instead",
-    "daemon.daemonize": "the daemon supervises ExaBGP in the foreground",
-    "api.respawn": "routes are withdrawn when the daemon dies only because ExaBGP respawns",
-    "api.ack": "the daemon checks an acknowledgement for every command",
-    "api.encoder": "the daemon reads ExaBGP's events as JSON",
-    "api.cli": "the named-pipe CLI can stop every peer when its helper fails",
-}
 
 
 def parse_drain(data: object, errors: list[ConfigError]) -> DrainConfig:
@@ -124,28 +119,23 @@ def unprivileged_user(value: object, path: str) -> str:
     return name
 
 
-def setting_value(value: object, path: str) -> SettingValue:
-    if isinstance(value, bool | str):
-        return fields.text(value, path) if isinstance(value, str) else value
-    if isinstance(value, int) and abs(value) < 2**63:
-        return value
-    if isinstance(value, float) and math.isfinite(value):
-        return value
-    raise ConfigError(path, "is not a string, number or boolean", value=value)
-
-
 def settings(value: object, path: str) -> tuple[tuple[str, SettingValue], ...]:
+    """ExaBGP settings (see `exabgp_settings`); every bad one is reported."""
     if not isinstance(value, dict):
         raise ConfigError(path, "is not a mapping", value=value)
     result: dict[str, SettingValue] = {}
+    problems: list[ConfigError] = []
     for key, item in value.items():
         item_path = fields.key_path(path, key)
-        if not isinstance(key, str) or not _SETTING.fullmatch(key):
-            reason = "is not an ExaBGP setting name (section.option, without exabgp.)"
-            raise ConfigError(item_path, reason, value=key)
-        if key in RESERVED_SETTINGS:
-            raise ConfigError(item_path, f"is set by the daemon: {RESERVED_SETTINGS[key]}")
-        result[key] = setting_value(item, item_path)
+        try:
+            if not isinstance(key, str) or not _SETTING.fullmatch(key):
+                reason = "is not an ExaBGP setting name (section.option, without exabgp.)"
+                raise ConfigError(item_path, reason, value=key)
+            result[key] = setting(key, item, item_path)
+        except ConfigError as error:
+            problems.append(error)
+    if problems:
+        raise ConfigErrors(problems)
     return tuple(sorted(result.items()))
 
 
@@ -162,3 +152,17 @@ def parse_exabgp(data: object, errors: list[ConfigError]) -> ExabgpConfig:
     )
     section.finish()
     return exabgp
+
+
+def log_format(value: object, path: str) -> LogFormat:
+    names = [member.value for member in LogFormat]
+    if value not in names:
+        raise ConfigError(path, f"is not a log format ({' or '.join(names)})", value=value)
+    return LogFormat(value)
+
+
+def parse_log(data: object, errors: list[ConfigError]) -> LogConfig:
+    section, default = Section(data, "log", errors), LogConfig()
+    log = LogConfig(format=section.take("format", log_format, default.format))
+    section.finish()
+    return log

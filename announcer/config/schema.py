@@ -28,6 +28,7 @@ from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import Final
 
+from announcer.config.exabgp_settings import KNOWN_SETTINGS
 from announcer.config.model import (
     WELL_KNOWN_COMMUNITIES,
     Community,
@@ -39,7 +40,6 @@ from announcer.config.model import (
 )
 from announcer.config.parse import MAX_INTERVAL
 from announcer.config.parse_bgp import MAX_PREPEND
-from announcer.config.parse_host import RESERVED_SETTINGS
 
 Schema = dict[str, object]
 _U16: Final = 0xFFFF
@@ -244,13 +244,10 @@ _KEYS: Final[Mapping[str, _Key]] = {
         "Seconds without a heartbeat before the relay stops ExaBGP.", _seconds(0.5, 30)
     ),
     "exabgp.settings": _Key(
-        'Extra ExaBGP environment settings, "section.option" without "exabgp.".',
+        'ExaBGP environment settings, "section.option" without "exabgp."; reserved ones refused.',
         {
             "type": "object",
-            "propertyNames": {
-                "pattern": "^[a-z][a-z0-9_]*\\.[a-z][a-z0-9_]*$",
-                "not": {"enum": sorted(RESERVED_SETTINGS)},
-            },
+            "propertyNames": {"enum": sorted(KNOWN_SETTINGS)},
             "additionalProperties": {
                 "type": ["string", "number", "boolean"],
                 "minLength": 1,
@@ -262,6 +259,11 @@ _KEYS: Final[Mapping[str, _Key]] = {
     ),
     "metrics": _Key("Prometheus metrics (optional)."),
     "metrics.listen": _Key('Listener, "127.0.0.1:9470" or "[::1]:9470"; null: none.'),
+    "log": _Key("The daemon's log (read at start; a reload keeps the old value)."),
+    "log.format": _Key(
+        "text: one line per event (no timestamp under journald); json: one object a line. "
+        "run --log-format overrides it."
+    ),
 }
 
 
