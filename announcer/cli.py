@@ -1,42 +1,48 @@
 """Command line: a thin layer over the other modules. Exit codes come from the exceptions.
 
 Exit codes: 0 success (`status`: this node announces), 1 failure (`status`: the daemon cannot
-be reached), 2 invalid configuration, 3 (`status` only) this node announces nothing.
+be reached), 2 invalid configuration (or a host that cannot run the daemon, for
+`check-config`), 3 (`status` only) this node announces nothing, 64 usage error (an unknown
+command or option, a bad option value: sysexits' EX_USAGE).
+
+Every command that reads the configuration takes `--config FILE` (default
+/etc/announcer/config.yaml); `check-config` and `render-exabgp` also accept the file as a
+positional argument, deprecated. Heavy modules (PyYAML through the configuration loader, the
+daemon, asyncio, netlink, the lab) are imported inside the commands that need them, so that
+`announcer status`, run often by people and scripts, starts fast.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import logging
 import math
+import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final, TypeVar
 
 import click
 
 from announcer import __version__
-from announcer.config import (
-    DEFAULT_PATH,
-    Config,
-    ConfigError,
-    StatusConfig,
-    host_warnings,
-    load_config,
-    render_effective,
-)
-from announcer.logs import LogFormat, configure
-from announcer.status import JSONObject, JSONValue, ProtocolError
-from announcer.status_client import DaemonUnreachable, query, render_status
+from announcer.config.errors import ConfigError, ConfigErrors
+from announcer.config.model import DEFAULT_PATH, LogFormat, StatusConfig
+
+if TYPE_CHECKING:
+    from announcer.config.model import Config
+    from announcer.status import JSONObject, JSONValue
 
 DEFAULT_SOCKET: Final = StatusConfig().socket
+SOCKET_ENV: Final = "ANNOUNCER_SOCKET"
 EXIT_NOT_ANNOUNCING: Final = 3
+EXIT_USAGE: Final = 64
 QUERY_TIMEOUT: Final = 5.0
 # drain --wait: drain.delay is at most 300 s, then the withdrawal is confirmed.
 DRAIN_WAIT_TIMEOUT: Final = 330.0
 # From a withdraw leaving the daemon to the route gone from the router's FIB: ExaBGP, the
 # BGP UPDATE and the router's FIB update (~0.1 s measured in the lab, with room to spare).
 CONVERGENCE_MARGIN: Final = 0.5
+F = TypeVar("F", bound=Callable[..., object])
 
 
 class ConfigInvalid(click.ClickException):
@@ -68,8 +74,35 @@ class _Commands(click.Group):
             return lab
         return super().get_command(ctx, cmd_name)
 
+    # Usage errors come from parsing this group's arguments or a command's (in `invoke`):
+    # give them their own exit code, not the 2 of an invalid configuration.
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: object,
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as error:
+            _as_usage_error(error)
+            raise
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as error:
+            _as_usage_error(error)
+            raise
+
 
 _LAB = "lab"
+
+
+def _as_usage_error(error: click.UsageError) -> None:
+    # The instance keeps its class (and how click shows it); only its exit status changes.
+    setattr(error, "exit_code", EXIT_USAGE)  # noqa: B010 - exit_code is a ClassVar for mypy
 
 
 def _lab_installed() -> bool:
@@ -83,28 +116,55 @@ def main() -> None:
     """Announce the Kubernetes apiserver VIP over BGP while the local apiserver is ready."""
 
 
-@main.command("check-config")
-@click.argument(
-    "file", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_PATH, required=False
-)
-@click.option("--print", "print_", is_flag=True, help="Print the effective configuration.")
-def check_config(file: Path, print_: bool) -> None:
-    """Validate FILE (default /etc/announcer/config.yaml): exit 0 if valid, 2 if not.
+def config_file(command: F) -> F:
+    """`--config FILE`, and the deprecated positional FILE it replaces."""
+    command = click.argument(
+        "file", type=click.Path(dir_okay=False, path_type=Path), required=False
+    )(command)
+    return click.option(
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help=f"The configuration file  [default: {DEFAULT_PATH}]",
+    )(command)
 
-    Mistakes, then host warnings and `FILE: ok`, go to stderr; --print writes the effective
-    configuration (every default filled in, no secrets) as YAML to stdout, ending with a
-    comment that gives the least kube-apiserver --shutdown-delay-duration for it.
+
+def _config_path(config_path: Path | None, file: Path | None) -> Path:
+    if file is None:
+        return DEFAULT_PATH if config_path is None else config_path
+    if config_path is not None and config_path != file:
+        raise click.UsageError(f"two configuration files: --config {config_path} and {file}")
+    click.echo("warning: the FILE argument is deprecated: use --config FILE", err=True)
+    return file
+
+
+@main.command("check-config")
+@config_file
+@click.option("--print", "print_", is_flag=True, help="Print the effective configuration.")
+def check_config(config_path: Path | None, file: Path | None, print_: bool) -> None:
+    """Validate the configuration: exit 0 if valid, 2 if not.
+
+    Mistakes in the file, then what this host lacks for the daemon to work (no ExaBGP user,
+    no loopback interface, an ExaBGP that user cannot run: also exit 2), then host warnings
+    and `FILE: ok`, go to stderr; --print writes the effective configuration (every default
+    filled in, no secrets) as YAML to stdout, ending with a comment that gives the least
+    kube-apiserver --shutdown-delay-duration for it. FILE (positional) is the deprecated
+    spelling of --config FILE.
     """
-    try:
-        config = load_config(file)
-    except ConfigError as error:
-        raise ConfigInvalid(error) from error
-    for warning in host_warnings(config):
+    from announcer.config import host_check, render_effective
+
+    path = _config_path(config_path, file)
+    config = _load(path)
+    report = host_check(config)
+    for warning in report.warnings:
         click.echo(f"warning: {warning}", err=True)
+    if report.errors:
+        raise ConfigInvalid(ConfigErrors(report.errors))
     if print_:
         click.echo(render_effective(config), nl=False)
         click.echo(shutdown_delay_comment(config), nl=False)
-    click.echo(f"{file}: ok", err=True)
+    click.echo(f"{path}: ok", err=True)
 
 
 def min_shutdown_delay(config: Config) -> int:
@@ -142,23 +202,56 @@ def config_schema() -> None:
     click.echo(schema_json(), nl=False)
 
 
-config_file = click.argument(
-    "file", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_PATH, required=False
-)
-socket_option = click.option(
-    "--socket",
-    "socket_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=DEFAULT_SOCKET,
-    envvar="ANNOUNCER_SOCKET",
-    show_default=True,
-    help="The daemon's status socket.",
-)
-
-
 def _load(file: Path) -> Config:
+    from announcer.config import load_config
+
     try:
         return load_config(file)
+    except ConfigError as error:
+        raise ConfigInvalid(error) from error
+
+
+def socket_options(command: F) -> F:
+    """`--socket PATH` and `--config FILE`, for the commands that talk to the daemon."""
+    command = click.option(
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="Use status.socket from this configuration file.",
+    )(command)
+    return click.option(
+        "--socket",
+        "socket_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help=(
+            f"The daemon's status socket  [default: ${SOCKET_ENV}, else status.socket of "
+            f"--config, else {DEFAULT_SOCKET}, else status.socket of {DEFAULT_PATH}]"
+        ),
+    )(command)
+
+
+def resolve_socket(socket_path: Path | None, config_path: Path | None) -> Path:
+    """--socket; else status.socket of --config; else $ANNOUNCER_SOCKET; else the default
+    socket, or (when nothing is there) status.socket of the default configuration file."""
+    if socket_path is not None:
+        return socket_path
+    if config_path is not None:
+        return _status_socket(config_path)
+    if os.environ.get(SOCKET_ENV):
+        return Path(os.environ[SOCKET_ENV])
+    if not DEFAULT_SOCKET.exists() and DEFAULT_PATH.exists():
+        return _status_socket(DEFAULT_PATH)
+    return DEFAULT_SOCKET
+
+
+def _status_socket(file: Path) -> Path:
+    # Only the document's own rules: a missing password file does not hide the socket.
+    from announcer.config import parse_config, read_document
+
+    try:
+        return parse_config(read_document(file)).status.socket
     except ConfigError as error:
         raise ConfigInvalid(error) from error
 
@@ -175,9 +268,9 @@ def _load(file: Path) -> Config:
 @click.option(
     "--log-format",
     type=click.Choice([f.value for f in LogFormat]),
-    default=LogFormat.TEXT.value,
-    show_default=True,
-    help="text: one line per event (no timestamp under journald); json: one object a line.",
+    default=None,
+    help="text: one line per event (no timestamp under journald); json: one object a line  "
+    "[default: log.format of the configuration, text]",
 )
 @click.option(
     "--log-level",
@@ -187,17 +280,21 @@ def _load(file: Path) -> Config:
     help="debug also logs every probe.",
 )
 @click.pass_context
-def run(ctx: click.Context, config_path: Path, log_format: str, log_level: str) -> None:
+def run(ctx: click.Context, config_path: Path, log_format: str | None, log_level: str) -> None:
     """Run the daemon: probe the apiserver, announce the VIPs while it is ready.
 
     Exits 2 if the configuration is invalid, 1 if the daemon cannot start or a part of it
     fails (after withdrawing), 0 after a stop by SIGTERM or SIGINT.
     """
-    from announcer.daemon import run_daemon
+    import logging
 
-    handler = configure(LogFormat(log_format), level=logging.getLevelName(log_level.upper()))
+    from announcer.daemon import run_daemon
+    from announcer.logs import configure
+
+    config = _load(config_path)
+    chosen = config.log.format if log_format is None else LogFormat(log_format)
+    handler = configure(chosen, level=logging.getLevelName(log_level.upper()))
     try:
-        config = _load(config_path)
         code = run_daemon(config_path, config)
     finally:
         logging.getLogger("announcer").removeHandler(handler)
@@ -206,49 +303,77 @@ def run(ctx: click.Context, config_path: Path, log_format: str, log_level: str) 
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the snapshot as JSON.")
-@socket_option
+@socket_options
 @click.pass_context
-def status(ctx: click.Context, as_json: bool, socket_path: Path) -> None:
+def status(
+    ctx: click.Context, as_json: bool, socket_path: Path | None, config_path: Path | None
+) -> None:
     """Show whether this node announces and why: exit 0 if it does, 3 if it does not, 1 if
-    the daemon cannot be reached."""
-    snapshot = _ask(socket_path, {"op": "status"}, timeout=QUERY_TIMEOUT).get("status")
-    if not isinstance(snapshot, dict):
-        raise click.ClickException(f"bad answer on {socket_path}: no status")
+    the daemon cannot be reached (2 if --config names an invalid file).
+
+    With --json, stdout is always one JSON object: the snapshot, or {"error": ...} when
+    there is none."""
     try:
-        text = json.dumps(snapshot, indent=2) + "\n" if as_json else render_status(snapshot)
-    except ProtocolError as exc:
-        raise click.ClickException(f"bad answer on {socket_path}: {exc}") from exc
+        path = resolve_socket(socket_path, config_path)
+        snapshot = _snapshot(path)
+        text = json.dumps(snapshot, indent=2) + "\n" if as_json else _render(path, snapshot)
+    except click.ClickException as error:
+        if as_json:
+            click.echo(json.dumps({"error": error.format_message()}))
+        raise
     click.echo(text, nl=False)
     ctx.exit(0 if snapshot.get("announced") is True else EXIT_NOT_ANNOUNCING)
 
 
+def _snapshot(socket_path: Path) -> JSONObject:
+    snapshot = _ask(socket_path, {"op": "status"}, timeout=QUERY_TIMEOUT).get("status")
+    if not isinstance(snapshot, dict):
+        raise click.ClickException(f"bad answer on {socket_path}: no status")
+    return snapshot
+
+
+def _render(socket_path: Path, snapshot: JSONObject) -> str:
+    from announcer.status import ProtocolError
+    from announcer.status_client import render_status
+
+    try:
+        return render_status(snapshot)
+    except ProtocolError as exc:
+        raise click.ClickException(f"bad answer on {socket_path}: {exc}") from exc
+
+
 @main.command()
 @click.option("--wait", is_flag=True, help="Return once the routes are withdrawn.")
-@socket_option
-def drain(wait: bool, socket_path: Path) -> None:
+@socket_options
+def drain(wait: bool, socket_path: Path | None, config_path: Path | None) -> None:
     """Stop announcing this node, gracefully, until `undrain` (survives restarts).
 
     The routes are first re-announced with the graceful-shutdown community and/or a longer
-    AS path for drain.delay seconds, then withdrawn."""
+    AS path for drain.delay seconds, then withdrawn. This is not `kubectl drain`: it moves
+    the VIP's traffic off this node, not the pods."""
     timeout = DRAIN_WAIT_TIMEOUT if wait else QUERY_TIMEOUT
-    answer = _ask(socket_path, {"op": "drain", "wait": wait}, timeout=timeout)
+    path = resolve_socket(socket_path, config_path)
+    answer = _ask(path, {"op": "drain", "wait": wait}, timeout=timeout)
     click.echo(str(answer.get("message", "")))
 
 
 @main.command()
-@socket_option
-def undrain(socket_path: Path) -> None:
+@socket_options
+def undrain(socket_path: Path | None, config_path: Path | None) -> None:
     """Announce this node again (whenever its apiserver is ready)."""
-    answer = _ask(socket_path, {"op": "undrain"}, timeout=QUERY_TIMEOUT)
+    path = resolve_socket(socket_path, config_path)
+    answer = _ask(path, {"op": "undrain"}, timeout=QUERY_TIMEOUT)
     click.echo(str(answer.get("message", "")))
 
 
 @main.command("render-exabgp")
 @config_file
-def render_exabgp_command(file: Path) -> None:
-    """Print the ExaBGP configuration the daemon renders from FILE, passwords redacted."""
+def render_exabgp_command(config_path: Path | None, file: Path | None) -> None:
+    """Print the ExaBGP configuration the daemon renders from the configuration, passwords
+    redacted. FILE (positional) is the deprecated spelling of --config FILE."""
     from announcer.speaker import RenderError, render_exabgp
 
+    file = _config_path(config_path, file)
     config = _load(file)
     try:
         click.echo(render_exabgp(config, redact=True), nl=False)
@@ -259,8 +384,10 @@ def render_exabgp_command(file: Path) -> None:
 
 
 def _ask(socket_path: Path, request: dict[str, JSONValue], *, timeout: float) -> JSONObject:
+    from announcer.status_client import DaemonUnreachable, ask
+
     try:
-        answer = query(socket_path, request, timeout=timeout)
+        answer = ask(socket_path, request, timeout=timeout)
     except DaemonUnreachable as exc:
         raise click.ClickException(str(exc)) from exc
     if answer.get("ok") is not True:

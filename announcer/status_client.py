@@ -32,9 +32,13 @@ from announcer.status import (
     encode_line,
 )
 
-__all__ = ["DaemonUnreachable", "query", "render_status", "snapshot_from_json"]
+__all__ = ["DaemonUnreachable", "ask", "query", "render_status", "snapshot_from_json"]
 
 MAX_RESPONSE: Final = 1 << 20
+# How long `ask` keeps retrying while the daemon answers that it is busy, and its pauses.
+BUSY_RETRY_FOR: Final = 2.0
+_FIRST_PAUSE: Final = 0.05
+_LONGEST_PAUSE: Final = 0.5
 T = TypeVar("T")
 E = TypeVar("E", bound=enum.Enum)
 
@@ -63,6 +67,32 @@ def query(path: Path, request: Mapping[str, JSONValue], *, timeout: float) -> JS
         return decode_line(line, limit=MAX_RESPONSE)
     except ProtocolError as exc:
         raise DaemonUnreachable(f"bad answer on {path}: {exc}") from None
+
+
+def ask(
+    path: Path,
+    request: Mapping[str, JSONValue],
+    *,
+    timeout: float,
+    busy_for: float = BUSY_RETRY_FOR,
+) -> JSONObject:
+    """`query`, sent again with growing pauses while the daemon answers `busy` (it serves a
+    bounded number of connections at once), for up to `busy_for` seconds; then the last
+    answer, busy or not."""
+    give_up = time.monotonic() + busy_for
+    pause = _FIRST_PAUSE
+    while True:
+        answer = query(path, request, timeout=timeout)
+        if not is_busy(answer) or time.monotonic() + pause > give_up:
+            return answer
+        time.sleep(pause)  # a backoff between attempts, not a wait for an event
+        pause = min(2 * pause, _LONGEST_PAUSE)
+
+
+def is_busy(answer: Mapping[str, JSONValue]) -> bool:
+    """Whether the daemon refused the request only because it is serving too many."""
+    error = answer.get("error")
+    return answer.get("ok") is not True and isinstance(error, str) and error.startswith("busy")
 
 
 def _read_line(sock: socket.socket, deadline: float) -> bytes:

@@ -194,7 +194,7 @@ def test_render_exabgp_redacts_the_password(tmp_path: Path) -> None:
     secret.write_text("s3cr3t-never-shown\n")
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(config_document(tmp_path, password_file=str(secret))))
-    code, out, _ = invoke("render-exabgp", str(config))
+    code, out, _ = invoke("render-exabgp", "--config", str(config))
     assert code == 0
     assert 'md5-password "<redacted>";' in out
     assert "s3cr3t" not in out
@@ -205,7 +205,7 @@ def test_render_exabgp_redacts_the_password(tmp_path: Path) -> None:
 def test_render_exabgp_of_a_bad_file_exits_2(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_text("vips: [10.0.0.0/8]\n")
-    code, _, err = invoke("render-exabgp", str(config))
+    code, _, err = invoke("render-exabgp", "--config", str(config))
     assert code == 2
     assert "error: vips[0]: '10.0.0.0/8' is not a /32 or /128" in err
 
@@ -236,4 +236,4 @@ def test_run_without_a_config_file_exits_2(tmp_path: Path) -> None:
 
 
 def test_run_rejects_an_unknown_log_format() -> None:
-    assert invoke("run", "--log-format", "xml")[0] == 2
+    assert invoke("run", "--log-format", "xml")[0] == 64

@@ -70,7 +70,7 @@ def test_check_config_print_ends_with_the_least_shutdown_delay(
 ) -> None:
     file = tmp_path / "config.yaml"
     file.write_text(yaml.safe_dump({**MINIMAL, "apiserver": apiserver}))
-    result = CliRunner().invoke(main, ["check-config", "--print", str(file)])
+    result = CliRunner().invoke(main, ["check-config", "--print", "--config", str(file)])
     assert result.exit_code == 0, result.output
     tail = result.stdout.splitlines()[-4:]
     assert tail[0] == line
@@ -86,5 +86,5 @@ def test_check_config_print_ends_with_the_least_shutdown_delay(
 def test_check_config_without_print_prints_nothing_on_stdout(tmp_path: Path) -> None:
     file = tmp_path / "config.yaml"
     file.write_text(yaml.safe_dump(MINIMAL))
-    result = CliRunner().invoke(main, ["check-config", str(file)])
+    result = CliRunner().invoke(main, ["check-config", "--config", str(file)])
     assert (result.exit_code, result.stdout) == (0, "")

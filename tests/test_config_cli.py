@@ -29,7 +29,7 @@ def valid(tmp_path: Path) -> Path:
 
 
 def test_valid_file_exits_0(valid: Path) -> None:
-    result = CliRunner().invoke(main, ["check-config", str(valid)])
+    result = CliRunner().invoke(main, ["check-config", "--config", str(valid)])
     assert result.exit_code == 0, result.output
     assert result.stdout == ""
     assert result.stderr.splitlines()[-1] == f"{valid}: ok"
@@ -37,7 +37,7 @@ def test_valid_file_exits_0(valid: Path) -> None:
 
 
 def test_print_writes_the_effective_configuration(valid: Path) -> None:
-    result = CliRunner().invoke(main, ["check-config", str(valid), "--print"])
+    result = CliRunner().invoke(main, ["check-config", "--config", str(valid), "--print"])
     assert result.exit_code == 0, result.output
     printed = yaml.safe_load(result.stdout)
     assert printed["apiserver"]["timeout"] == 0.35  # a default, filled in
@@ -56,7 +56,7 @@ def test_invalid_file_exits_2_with_one_line_per_error(tmp_path: Path) -> None:
         "  neighbors: [{address: 192.0.2.1, peer_as: 65000}, {address: 192.0.2.3, peer_as: abc}]\n"
         "apiserver: {rise: 0}\n"
     )
-    result = CliRunner().invoke(main, ["check-config", str(file)])
+    result = CliRunner().invoke(main, ["check-config", "--config", str(file)])
     assert result.exit_code == 2
     assert result.stdout == ""
     assert result.stderr.splitlines() == [
@@ -68,14 +68,14 @@ def test_invalid_file_exits_2_with_one_line_per_error(tmp_path: Path) -> None:
 def test_yaml_syntax_error_exits_2_naming_file_and_line(tmp_path: Path) -> None:
     file = tmp_path / "config.yaml"
     file.write_text("vips: [\n  a: b\n")
-    result = CliRunner().invoke(main, ["check-config", str(file)])
+    result = CliRunner().invoke(main, ["check-config", "--config", str(file)])
     assert result.exit_code == 2
     (line,) = result.stderr.splitlines()
     assert line.startswith(f"error: {file}:")
 
 
 def test_missing_file_exits_2(tmp_path: Path) -> None:
-    result = CliRunner().invoke(main, ["check-config", str(tmp_path / "absent.yaml")])
+    result = CliRunner().invoke(main, ["check-config", "--config", str(tmp_path / "absent.yaml")])
     assert result.exit_code == 2
     assert (
         result.stderr

@@ -203,7 +203,7 @@ def test_check_config_exits_0_or_2_with_paths(text: bytes) -> None:
     with tempfile.TemporaryDirectory() as directory:
         file = Path(directory) / "config.yaml"
         file.write_bytes(text)
-        result = CliRunner().invoke(main, ["check-config", str(file)])
+        result = CliRunner().invoke(main, ["check-config", "--config", str(file)])
     assert result.exit_code in (0, 2), result.exception
     lines = result.stderr.splitlines()
     if result.exit_code == 0:

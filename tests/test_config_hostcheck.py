@@ -1,22 +1,33 @@
-"""Host warnings: facts read through HostView, faked here, and the real readers on this host."""
+"""Host checks: facts read through HostView, faked here, and the real readers on this host."""
 
 from __future__ import annotations
 
+import os
+import pwd
 import socket
-from collections.abc import Mapping, Sequence
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from ipaddress import IPv4Address, IPv4Interface, IPv6Interface, ip_address, ip_interface
 from pathlib import Path
 
 import pytest
 import yaml
 
-from announcer.config import Config, HostView, ListenAddress, host_warnings, parse_config
+from announcer.config import (
+    Config,
+    HostView,
+    ListenAddress,
+    host_check,
+    host_warnings,
+    parse_config,
+)
 from announcer.config.hostcheck import (
     read_addresses,
     read_sysctl,
     read_tcp_listeners,
     unix_socket_answers,
 )
+from announcer.config.useraccess import EXECUTE, READ, interpreter, user_can
 
 SNIPPETS = Path(__file__).parent / "config_snippets"
 IPInterface = IPv4Interface | IPv6Interface
@@ -50,21 +61,31 @@ def host(
         file_exists=lambda path: True,
         user_exists=lambda name: True,
         group_exists=lambda name: True,
+        interface_exists=lambda name: True,
+        user_can=lambda user, path, want: True,
+        interpreter=lambda path: None,
     )
 
 
 ETH0 = (("lo", "127.0.0.1/8"), ("eth0", "198.51.100.2/24"))
+OUTSIDE = (("lo", "127.0.0.1/8"), ("eth0", "192.0.2.2/24"))
+SUBNET = (
+    "vips[0]: 198.51.100.10/32 is inside 198.51.100.0/24 on eth0: hosts on that link reach "
+    "the VIP directly instead of through the routers (no ECMP, no failover); use an address "
+    "outside every connected subnet"
+)
 
 
 def test_quiet_host_gives_no_warning() -> None:
-    assert host_warnings(config(), host(addresses=ETH0)) == []
+    assert host_check(config(), host(addresses=OUTSIDE)) == host_check(config(), host())
+    assert host_warnings(config(), host(addresses=OUTSIDE)) == []
+    assert host_check(config(), host(addresses=OUTSIDE)).errors == ()
 
 
-def test_vip_in_a_connected_subnet_needs_arp_sysctls() -> None:
+def test_vip_in_a_connected_subnet_warns_and_names_the_arp_sysctls() -> None:
     sysctls = {"net/ipv4/conf/all/arp_ignore": 0, "net/ipv4/conf/eth0/arp_announce": 1}
     assert host_warnings(config(), host(addresses=ETH0, sysctls=sysctls)) == [
-        "vips[0]: 198.51.100.10/32 is inside 198.51.100.0/24 on eth0; "
-        "net.ipv4.conf.{all,eth0}.arp_ignore is 0 (want >= 1) and "
+        f"{SUBNET}; net.ipv4.conf.{{all,eth0}}.arp_ignore is 0 (want >= 1) and "
         "net.ipv4.conf.{all,eth0}.arp_announce is 1 (want >= 2): "
         "while announced, this node answers ARP for the VIP on eth0"
     ]
@@ -78,8 +99,10 @@ def test_vip_in_a_connected_subnet_needs_arp_sysctls() -> None:
         {"net/ipv4/conf/eth0/arp_ignore": 2, "net/ipv4/conf/all/arp_announce": 2},
     ],
 )
-def test_arp_sysctls_set_silence_the_warning(sysctls: dict[str, int]) -> None:
-    assert host_warnings(config(), host(addresses=ETH0, sysctls=sysctls)) == []
+def test_arp_sysctls_set_only_shorten_the_warning(sysctls: dict[str, int]) -> None:
+    assert host_warnings(config(), host(addresses=ETH0, sysctls=sysctls)) == [
+        f"{SUBNET}; ARP settings are safe"
+    ]
 
 
 def test_arp_is_not_checked_when_the_vip_is_not_managed() -> None:
@@ -87,8 +110,8 @@ def test_arp_is_not_checked_when_the_vip_is_not_managed() -> None:
     assert host_warnings(unmanaged, host(addresses=ETH0)) == []
 
 
-def test_vip_outside_connected_subnets_and_ipv6_are_fine() -> None:
-    addresses = (("eth0", "192.0.2.2/24"), ("eth0", "2001:db8:100::2/64"))
+def test_vip_outside_connected_subnets_is_fine_and_ipv6_inside_warns() -> None:
+    addresses = (("eth0", "192.0.2.2/24"), ("eth0", "2001:db8:1::2/64"))
     v6 = config(
         vip="2001:db8:100::10/128",
         bgp={
@@ -99,9 +122,15 @@ def test_vip_outside_connected_subnets_and_ipv6_are_fine() -> None:
     )
     assert host_warnings(config(), host(addresses=addresses)) == []
     assert host_warnings(v6, host(addresses=addresses)) == []
+    inside = (("eth0", "2001:db8:100::2/64"),)
+    assert host_warnings(v6, host(addresses=inside)) == [
+        "vips[0]: 2001:db8:100::10/128 is inside 2001:db8:100::/64 on eth0: hosts on that "
+        "link reach the VIP directly instead of through the routers (no ECMP, no failover); "
+        "use an address outside every connected subnet"
+    ]
 
 
-def test_missing_ca_user_and_group() -> None:
+def test_missing_ca_user_group_and_interface() -> None:
     view = HostView(
         sysctl=lambda name: None,
         addresses=lambda: [],
@@ -110,14 +139,53 @@ def test_missing_ca_user_and_group() -> None:
         file_exists=lambda path: False,
         user_exists=lambda name: False,
         group_exists=lambda name: False,
+        interface_exists=lambda name: False,
     )
-    assert host_warnings(config(status={"group": "ops"}), view) == [
+    report = host_check(config(status={"group": "ops"}, loopback={"interface": "dummy0"}), view)
+    assert report.warnings == (
         "apiserver.ca_file: /etc/kubernetes/pki/ca.crt does not exist: every probe fails "
         "(and nothing is announced) until it does; kubeadm writes it during `kubeadm init` "
         "or `join`",
-        "exabgp.user: no user 'exabgp' on this host",
         "status.group: no group 'ops' on this host",
+    )
+    assert [str(error) for error in report.errors] == [
+        "exabgp.user: 'exabgp' is not a user on this host",
+        "loopback.interface: 'dummy0' is not an interface on this host: the VIPs could not "
+        "be added",
     ]
+
+
+def test_an_unmanaged_loopback_interface_is_not_looked_up() -> None:
+    view = HostView(**{**vars(host()), "interface_exists": lambda name: False})
+    assert host_check(config(loopback={"manage": False}), view).errors == ()
+
+
+def test_an_exabgp_its_user_cannot_start_is_an_error() -> None:
+    venv = Path("/root/venv/bin/exabgp")
+    python = Path("/root/.pyenv/versions/3.12.0/bin/python3")
+    blocked = {venv: False, python: False, Path("/var/lib"): True}
+    view = HostView(
+        **{
+            **vars(host()),
+            "user_can": lambda user, path, want: blocked.get(path),
+            "interpreter": lambda path: python,
+        }
+    )
+    report = host_check(config(exabgp={"binary": str(venv)}), view)
+    assert [error.path for error in report.errors] == ["exabgp.binary", "exabgp.binary"]
+    assert "cannot be executed by the user 'exabgp'" in str(report.errors[0])
+    assert f"names the interpreter {python}" in str(report.errors[1])
+    assert "under /root" in str(report.errors[1])
+
+
+def test_a_state_dir_its_user_cannot_reach_is_an_error(tmp_path: Path) -> None:
+    state = tmp_path / "private" / "state"
+    view = HostView(
+        **{**vars(host()), "user_can": lambda user, path, want: path != tmp_path / "private"}
+    )
+    (tmp_path / "private").mkdir()
+    report = host_check(config(state_dir=str(state)), view)
+    assert [error.path for error in report.errors] == ["state_dir"]
 
 
 def test_conflicting_listeners() -> None:
@@ -165,7 +233,9 @@ def test_on_this_machine_a_vip_in_a_connected_subnet() -> None:
     )
     warnings = host_warnings(config(vip=f"{vip}/32"), view)
     assert warnings == [
-        f"vips[0]: {vip}/32 is inside {interface.network} on {name}; "
+        f"vips[0]: {vip}/32 is inside {interface.network} on {name}: hosts on that link reach "
+        "the VIP directly instead of through the routers (no ECMP, no failover); use an "
+        "address outside every connected subnet; "
         f"net.ipv4.conf.{{all,{name}}}.arp_ignore is 0 (want >= 1) and "
         f"net.ipv4.conf.{{all,{name}}}.arp_announce is 0 (want >= 2): "
         f"while announced, this node answers ARP for the VIP on {name}"
@@ -187,3 +257,37 @@ def test_real_readers_see_this_host(tmp_path: Path) -> None:
         server.bind(str(path))
         server.listen()
         assert unix_socket_answers(path)
+
+
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    """A directory every user can search (pytest's own tmp_path is 0700)."""
+    with tempfile.TemporaryDirectory(dir="/tmp") as name:
+        folder = Path(name)
+        folder.chmod(0o755)
+        yield folder
+
+
+def test_user_access_reads_the_real_permission_bits(open_dir: Path) -> None:
+    try:
+        user = pwd.getpwnam("exabgp").pw_name
+    except KeyError:
+        pytest.skip("no exabgp user on this host (scripts/setup creates it)")
+    if os.geteuid() != 0:
+        pytest.skip("needs root: files owned by another user than exabgp")
+    tmp_path = open_dir
+    home = tmp_path / "home"
+    program = home / "bin" / "exabgp"
+    program.parent.mkdir(parents=True)
+    program.write_text("#!/root/.pyenv/bin/python3 -u\n")
+    program.chmod(0o755)
+    home.chmod(0o700)
+    assert user_can(user, program, EXECUTE) is False
+    home.chmod(0o755)
+    assert user_can(user, program, EXECUTE) is True
+    assert user_can(user, program, READ | EXECUTE) is True
+    program.chmod(0o700)
+    assert user_can(user, program, EXECUTE) is False
+    assert user_can(user, tmp_path / "missing", READ) is None
+    assert user_can("no-such-user-here", program, READ) is None
+    assert interpreter(program) == Path("/root/.pyenv/bin/python3")

@@ -377,7 +377,7 @@ def test_check_config_warns_about_a_secret_file_others_can_read(
         },
         "apiserver": {"token_file": str(token)},
         "exabgp": {"binary": "/bin/true"},
-        "state_dir": str(tmp_path / "state"),
+        "state_dir": "/var/lib/announcer",  # check-config: reachable by exabgp, not created
         "status": {"socket": str(tmp_path / "status.sock")},
     }
     config_file = tmp_path / "config.yaml"

@@ -1,10 +1,12 @@
-"""Host checks for a valid configuration: things about this machine that will not stop the
-daemon but that the operator should know. They are warnings, never errors, and never run
-during parsing.
+"""Host checks for a valid configuration. Errors: this machine lacks what the daemon needs to
+work at all (the ExaBGP user, the loopback interface, an ExaBGP that user can start, a state
+directory it can reach). Warnings: things that will not stop the daemon but that the operator
+should know (a VIP inside a connected subnet, ARP settings, a missing CA, taken ports).
+They never run during parsing.
 
 Every fact is read through `HostView`, whose fields are plain functions: tests pass their own.
 
-Must not: change the host, or fail: a fact that cannot be read gives no warning or says so.
+Must not: change the host, or fail: a fact that cannot be read gives no finding or says so.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ import stat
 import sys
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Interface, IPv6Interface, ip_address
+from ipaddress import IPv4Interface, IPv6Interface, ip_address
 from pathlib import Path
 from typing import Final
 
-from announcer.config.model import Config, IPAddress, ListenAddress
+from announcer.config.errors import ConfigError
+from announcer.config.model import Config, IPAddress, ListenAddress, VipNetwork
+from announcer.config.useraccess import EXECUTE, READ, interpreter, nearest_existing, user_can
 
 IPInterface = IPv4Interface | IPv6Interface
 BGP_PORT: Final = 179
@@ -120,6 +124,14 @@ def _group_exists(name: str) -> bool:
     return True
 
 
+def _interface_exists(name: str) -> bool:
+    try:
+        socket.if_nametoindex(name)
+    except OSError:
+        return False
+    return True
+
+
 @dataclass(frozen=True, kw_only=True)
 class HostView:
     """How host facts are read; every field defaults to reading this machine."""
@@ -132,16 +144,77 @@ class HostView:
     file_mode: Callable[[Path], int | None] = _file_mode
     user_exists: Callable[[str], bool] = _user_exists
     group_exists: Callable[[str], bool] = _group_exists
+    interface_exists: Callable[[str], bool] = _interface_exists
+    # (user, path, READ/EXECUTE bits) -> can the user reach it; None: user or path missing
+    user_can: Callable[[str, Path, int], bool | None] = user_can
+    interpreter: Callable[[Path], Path | None] = interpreter
+
+
+@dataclass(frozen=True)
+class HostReport:
+    """What `host_check` found: `errors` mean the daemon could not work on this host."""
+
+    errors: tuple[ConfigError, ...]
+    warnings: tuple[str, ...]
+
+
+def host_check(config: Config, host: HostView | None = None) -> HostReport:
+    """Errors and warnings about this host for a valid configuration."""
+    host = host or HostView()
+    return HostReport(
+        errors=tuple(_host_errors(config, host)), warnings=tuple(_warnings(config, host))
+    )
 
 
 def host_warnings(config: Config, host: HostView | None = None) -> list[str]:
-    """Warnings about this host for a valid configuration (empty when all is well)."""
-    host = host or HostView()
+    """The warnings of `host_check` (empty when all is well)."""
+    return list(host_check(config, host).warnings)
+
+
+def _warnings(config: Config, host: HostView) -> list[str]:
     warnings = _file_warnings(config, host) + _secret_warnings(config, host)
     if config.loopback.manage:
-        warnings += _arp_warnings(config, host)
+        warnings += _subnet_warnings(config, host)
     warnings += _listener_warnings(config, host)
     return warnings
+
+
+def _host_errors(config: Config, host: HostView) -> list[ConfigError]:
+    errors = []
+    user = config.exabgp.user
+    if not host.user_exists(user):
+        errors.append(ConfigError("exabgp.user", "is not a user on this host", value=user))
+    else:
+        errors += _exabgp_access_errors(config, host)
+    interface = config.loopback.interface
+    if config.loopback.manage and not host.interface_exists(interface):
+        reason = "is not an interface on this host: the VIPs could not be added"
+        errors.append(ConfigError("loopback.interface", reason, value=interface))
+    return errors
+
+
+def _exabgp_access_errors(config: Config, host: HostView) -> list[ConfigError]:
+    user, binary = config.exabgp.user, config.exabgp.binary
+    errors = []
+    hint = (
+        f"(a directory on the way is not searchable for {user!r}, e.g. under /root or a home "
+        "directory: install under /opt with /usr/bin/python3)"
+    )
+    if host.user_can(user, binary, EXECUTE) is False:
+        reason = f"cannot be executed by the user {user!r} {hint}"
+        errors.append(ConfigError("exabgp.binary", reason, value=str(binary)))
+    program = host.interpreter(binary)
+    if program is not None and host.user_can(user, program, EXECUTE) is False:
+        reason = f"names the interpreter {program}, which the user {user!r} cannot run {hint}"
+        errors.append(ConfigError("exabgp.binary", reason, value=str(binary)))
+    state = nearest_existing(config.state_dir)
+    if host.user_can(user, state, READ | EXECUTE) is False:
+        reason = (
+            f"cannot be reached by the user {user!r} ({state} is not searchable for it), "
+            "which reads its ExaBGP configuration under it"
+        )
+        errors.append(ConfigError("state_dir", reason, value=str(config.state_dir)))
+    return errors
 
 
 def _file_warnings(config: Config, host: HostView) -> list[str]:
@@ -152,8 +225,6 @@ def _file_warnings(config: Config, host: HostView) -> list[str]:
             f"apiserver.ca_file: {ca_file} does not exist: every probe fails (and nothing is "
             "announced) until it does; kubeadm writes it during `kubeadm init` or `join`"
         )
-    if not host.user_exists(config.exabgp.user):
-        warnings.append(f"exabgp.user: no user {config.exabgp.user!r} on this host")
     group = config.status.group
     if group is not None and not host.group_exists(group):
         warnings.append(f"status.group: no group {group!r} on this host")
@@ -179,27 +250,34 @@ def _secret_warnings(config: Config, host: HostView) -> list[str]:
     return warnings
 
 
-def _arp_warnings(config: Config, host: HostView) -> list[str]:
+def _subnet_warnings(config: Config, host: HostView) -> list[str]:
     try:
         addresses = host.addresses()
     except OSError as error:
-        return [f"cannot list this host's addresses to check the ARP settings: {error}"]
+        return [f"cannot list this host's addresses to check the VIPs against them: {error}"]
     warnings = []
     for index, vip in enumerate(config.vips):
         for name, interface in addresses:
             on_link = interface.network.prefixlen < interface.max_prefixlen
             if name == config.loopback.interface or not on_link:
                 continue
-            if (
-                isinstance(vip.network_address, IPv4Address)
-                and vip.network_address in interface.network
-            ):
-                warning = _arp_warning(host, name)
-                if warning:
-                    warnings.append(
-                        f"vips[{index}]: {vip} is inside {interface.network} on {name}; {warning}"
-                    )
+            if vip.version == interface.version and vip.network_address in interface.network:
+                warnings.append(_subnet_warning(host, index, vip, name, interface))
     return warnings
+
+
+def _subnet_warning(
+    host: HostView, index: int, vip: VipNetwork, name: str, interface: IPInterface
+) -> str:
+    text = (
+        f"vips[{index}]: {vip} is inside {interface.network} on {name}: hosts on that link "
+        "reach the VIP directly instead of through the routers (no ECMP, no failover); "
+        "use an address outside every connected subnet"
+    )
+    if interface.version == 4:
+        arp = _arp_warning(host, name)
+        text += f"; {arp}" if arp else "; ARP settings are safe"
+    return text
 
 
 def _arp_warning(host: HostView, interface: str) -> str | None:
