@@ -333,8 +333,7 @@ def _snapshot(socket_path: Path) -> JSONObject:
 
 
 def _render(socket_path: Path, snapshot: JSONObject) -> str:
-    from announcer.status import ProtocolError
-    from announcer.status_client import render_status
+    from announcer.status_client import ProtocolError, render_status
 
     try:
         return render_status(snapshot)

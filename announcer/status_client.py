@@ -32,7 +32,14 @@ from announcer.status import (
     encode_line,
 )
 
-__all__ = ["DaemonUnreachable", "ask", "query", "render_status", "snapshot_from_json"]
+__all__ = [
+    "DaemonUnreachable",
+    "ProtocolError",
+    "ask",
+    "query",
+    "render_status",
+    "snapshot_from_json",
+]
 
 MAX_RESPONSE: Final = 1 << 20
 # How long `ask` keeps retrying while the daemon answers that it is busy, and its pauses.

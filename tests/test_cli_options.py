@@ -4,9 +4,12 @@ format taken from the configuration."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -198,3 +201,20 @@ def test_run_takes_the_log_format_from_the_configuration(
         assert json.loads(line)["event"] == "start"
     else:
         assert line.startswith("<") or " INFO announcer.test: started" in line
+
+
+def test_status_imports_nothing_heavy(tmp_path: Path) -> None:
+    heavy = ["yaml", "pyroute2", "prometheus_client", "httpx", "announcer.daemon"]
+    if importlib.util.find_spec("announcer.status_protocol") is not None:
+        heavy += ["asyncio", "announcer.status"]  # the protocol without the server
+    code = (
+        "import sys\n"
+        "from announcer.cli import main\n"
+        f"sys.argv = ['announcer', 'status', '--json', '--socket', {str(tmp_path / 'x')!r}]\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        f"print(sorted(name for name in {heavy!r} if name in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.stdout.splitlines()[-1] == "[]", result.stderr
