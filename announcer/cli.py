@@ -196,7 +196,12 @@ def shutdown_delay_comment(config: Config) -> str:
 
 @main.command("config-schema")
 def config_schema() -> None:
-    """Print the JSON Schema of the configuration file (config/announcer.schema.json)."""
+    """Print the JSON Schema of the configuration file.
+
+    JSON Schema draft 2020-12, generated from the configuration model: the file the
+    repository ships as config/announcer.schema.json and the install puts next to the
+    configuration. Editors (yaml-language-server) and CI can check a file with it;
+    check-config stays the authority (rules across keys, the files named, the host)."""
     from announcer.config.schema import schema_json
 
     click.echo(schema_json(), nl=False)
@@ -226,8 +231,8 @@ def socket_options(command: F) -> F:
         type=click.Path(dir_okay=False, path_type=Path),
         default=None,
         help=(
-            f"The daemon's status socket  [default: ${SOCKET_ENV}, else status.socket of "
-            f"--config, else {DEFAULT_SOCKET}, else status.socket of {DEFAULT_PATH}]"
+            f"The daemon's status socket  [default: status.socket of --config, else "
+            f"${SOCKET_ENV}, else {DEFAULT_SOCKET}, else status.socket of {DEFAULT_PATH}]"
         ),
     )(command)
 
