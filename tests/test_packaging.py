@@ -21,8 +21,9 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -183,10 +184,14 @@ def world_readable(path: Path, top: Path) -> bool:
 
 
 @pytest.fixture
-def host_root(tmp_path: Path) -> Path:
+def host_root() -> Iterator[Path]:
+    """A stand-in for `/` that every user can search, as `/` is: check-config verifies that
+    the ExaBGP user can reach the installed ExaBGP (pytest's tmp_path is private)."""
     if os.geteuid() != 0:
         pytest.skip("useradd and userdel need root")
-    return tmp_path / "root"
+    with tempfile.TemporaryDirectory(prefix="announcer-root-", dir="/tmp") as name:
+        Path(name).chmod(0o755)
+        yield Path(name) / "root"
 
 
 def test_install_twice_then_uninstall_leaves_nothing(host_root: Path, built: Built) -> None:
@@ -262,7 +267,7 @@ def _assert_installed(root: Path, source: Path) -> None:
     )
     assert world_readable(relay, root / "opt/announcer")
     config = root / "etc/announcer/config.yaml"
-    checked = run([announcer, "check-config", config])
+    checked = run([announcer, "check-config", "--config", config])
     assert checked.stderr.splitlines()[-1] == f"{config}: ok"
 
 
