@@ -17,23 +17,27 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import os
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import TYPE_CHECKING, Final
 
 import click
 
 from announcer import __version__
+from announcer.cli_files import (
+    ConfigInvalid,
+    config_file,
+    config_path_of,
+    load,
+    resolve_socket,
+    socket_options,
+)
 from announcer.config.errors import ConfigError, ConfigErrors
-from announcer.config.model import DEFAULT_PATH, LogFormat, StatusConfig
+from announcer.config.model import DEFAULT_PATH, LogFormat
 
 if TYPE_CHECKING:
     from announcer.config.model import Config
     from announcer.status import JSONObject, JSONValue
 
-DEFAULT_SOCKET: Final = StatusConfig().socket
-SOCKET_ENV: Final = "ANNOUNCER_SOCKET"
 EXIT_NOT_ANNOUNCING: Final = 3
 EXIT_USAGE: Final = 64
 QUERY_TIMEOUT: Final = 5.0
@@ -42,21 +46,6 @@ DRAIN_WAIT_TIMEOUT: Final = 330.0
 # From a withdraw leaving the daemon to the route gone from the router's FIB: ExaBGP, the
 # BGP UPDATE and the router's FIB update (~0.1 s measured in the lab, with room to spare).
 CONVERGENCE_MARGIN: Final = 0.5
-F = TypeVar("F", bound=Callable[..., object])
-
-
-class ConfigInvalid(click.ClickException):
-    """The configuration has mistakes: one `error: PATH: ...` line each, exit status 2."""
-
-    exit_code = 2
-
-    def __init__(self, error: ConfigError) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-    def show(self, file: object = None) -> None:
-        for single in self.error.errors:
-            click.echo(f"error: {single}", err=True)
 
 
 class _Commands(click.Group):
@@ -116,29 +105,6 @@ def main() -> None:
     """Announce the Kubernetes apiserver VIP over BGP while the local apiserver is ready."""
 
 
-def config_file(command: F) -> F:
-    """`--config FILE`, and the deprecated positional FILE it replaces."""
-    command = click.argument(
-        "file", type=click.Path(dir_okay=False, path_type=Path), required=False
-    )(command)
-    return click.option(
-        "--config",
-        "config_path",
-        type=click.Path(dir_okay=False, path_type=Path),
-        default=None,
-        help=f"The configuration file  [default: {DEFAULT_PATH}]",
-    )(command)
-
-
-def _config_path(config_path: Path | None, file: Path | None) -> Path:
-    if file is None:
-        return DEFAULT_PATH if config_path is None else config_path
-    if config_path is not None and config_path != file:
-        raise click.UsageError(f"two configuration files: --config {config_path} and {file}")
-    click.echo("warning: the FILE argument is deprecated: use --config FILE", err=True)
-    return file
-
-
 @main.command("check-config")
 @config_file
 @click.option("--print", "print_", is_flag=True, help="Print the effective configuration.")
@@ -154,8 +120,8 @@ def check_config(config_path: Path | None, file: Path | None, print_: bool) -> N
     """
     from announcer.config import host_check, render_effective
 
-    path = _config_path(config_path, file)
-    config = _load(path)
+    path = config_path_of(config_path, file)
+    config = load(path)
     report = host_check(config)
     for warning in report.warnings:
         click.echo(f"warning: {warning}", err=True)
@@ -207,60 +173,6 @@ def config_schema() -> None:
     click.echo(schema_json(), nl=False)
 
 
-def _load(file: Path) -> Config:
-    from announcer.config import load_config
-
-    try:
-        return load_config(file)
-    except ConfigError as error:
-        raise ConfigInvalid(error) from error
-
-
-def socket_options(command: F) -> F:
-    """`--socket PATH` and `--config FILE`, for the commands that talk to the daemon."""
-    command = click.option(
-        "--config",
-        "config_path",
-        type=click.Path(dir_okay=False, path_type=Path),
-        default=None,
-        help="Use status.socket from this configuration file.",
-    )(command)
-    return click.option(
-        "--socket",
-        "socket_path",
-        type=click.Path(dir_okay=False, path_type=Path),
-        default=None,
-        help=(
-            f"The daemon's status socket  [default: status.socket of --config, else "
-            f"${SOCKET_ENV}, else {DEFAULT_SOCKET}, else status.socket of {DEFAULT_PATH}]"
-        ),
-    )(command)
-
-
-def resolve_socket(socket_path: Path | None, config_path: Path | None) -> Path:
-    """--socket; else status.socket of --config; else $ANNOUNCER_SOCKET; else the default
-    socket, or (when nothing is there) status.socket of the default configuration file."""
-    if socket_path is not None:
-        return socket_path
-    if config_path is not None:
-        return _status_socket(config_path)
-    if os.environ.get(SOCKET_ENV):
-        return Path(os.environ[SOCKET_ENV])
-    if not DEFAULT_SOCKET.exists() and DEFAULT_PATH.exists():
-        return _status_socket(DEFAULT_PATH)
-    return DEFAULT_SOCKET
-
-
-def _status_socket(file: Path) -> Path:
-    # Only the document's own rules: a missing password file does not hide the socket.
-    from announcer.config import parse_config, read_document
-
-    try:
-        return parse_config(read_document(file)).status.socket
-    except ConfigError as error:
-        raise ConfigInvalid(error) from error
-
-
 @main.command()
 @click.option(
     "--config",
@@ -296,7 +208,7 @@ def run(ctx: click.Context, config_path: Path, log_format: str | None, log_level
     from announcer.daemon import run_daemon
     from announcer.logs import configure
 
-    config = _load(config_path)
+    config = load(config_path)
     chosen = config.log.format if log_format is None else LogFormat(log_format)
     handler = configure(chosen, level=logging.getLevelName(log_level.upper()))
     try:
@@ -377,8 +289,8 @@ def render_exabgp_command(config_path: Path | None, file: Path | None) -> None:
     redacted. FILE (positional) is the deprecated spelling of --config FILE."""
     from announcer.speaker import RenderError, render_exabgp
 
-    file = _config_path(config_path, file)
-    config = _load(file)
+    file = config_path_of(config_path, file)
+    config = load(file)
     try:
         click.echo(render_exabgp(config, redact=True), nl=False)
     except RenderError as exc:

@@ -16,8 +16,9 @@ from collections.abc import Iterator
 import click
 
 from announcer import __version__
-from announcer.cli import DEFAULT_SOCKET, EXIT_NOT_ANNOUNCING, EXIT_USAGE, SOCKET_ENV
+from announcer.cli import EXIT_NOT_ANNOUNCING, EXIT_USAGE
 from announcer.cli import main as cli_main
+from announcer.cli_files import DEFAULT_SOCKET, SOCKET_ENV
 from announcer.config.model import DEFAULT_PATH
 
 # The lab is a development tool shipped as an extra; it has its own --help.

@@ -19,7 +19,7 @@ import yaml
 from click.testing import CliRunner
 
 import announcer.daemon
-from announcer import cli
+from announcer import cli_files
 from announcer.cli import EXIT_USAGE, main
 
 MINIMAL = {
@@ -161,16 +161,16 @@ def test_status_without_config_uses_the_environment_then_the_default(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("ANNOUNCER_SOCKET", str(tmp_path / "env.sock"))
-    assert cli.resolve_socket(None, None) == tmp_path / "env.sock"
-    assert cli.resolve_socket(tmp_path / "flag.sock", None) == tmp_path / "flag.sock"
+    assert cli_files.resolve_socket(None, None) == tmp_path / "env.sock"
+    assert cli_files.resolve_socket(tmp_path / "flag.sock", None) == tmp_path / "flag.sock"
     monkeypatch.delenv("ANNOUNCER_SOCKET")
-    monkeypatch.setattr(cli, "DEFAULT_PATH", tmp_path / "absent.yaml")
-    assert cli.resolve_socket(None, None) == cli.DEFAULT_SOCKET
-    monkeypatch.setattr(cli, "DEFAULT_SOCKET", tmp_path / "not-there.sock")
+    monkeypatch.setattr(cli_files, "DEFAULT_PATH", tmp_path / "absent.yaml")
+    assert cli_files.resolve_socket(None, None) == cli_files.DEFAULT_SOCKET
+    monkeypatch.setattr(cli_files, "DEFAULT_SOCKET", tmp_path / "not-there.sock")
     monkeypatch.setattr(
-        cli, "DEFAULT_PATH", write_config(tmp_path, status={"socket": "/run/x/s.sock"})
+        cli_files, "DEFAULT_PATH", write_config(tmp_path, status={"socket": "/run/x/s.sock"})
     )
-    assert cli.resolve_socket(None, None) == Path("/run/x/s.sock")
+    assert cli_files.resolve_socket(None, None) == Path("/run/x/s.sock")
 
 
 @pytest.fixture
