@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import subprocess
 import sys
 import typing
 from ipaddress import IPv4Address, IPv6Address, ip_network
@@ -215,3 +216,19 @@ def test_example_parses_to_the_defaults() -> None:
     assert config.status == StatusConfig()
     assert config.exabgp == ExabgpConfig()
     assert {family for n in config.bgp.neighbors for family in n.families} == set(Family)
+
+
+def test_the_package_imports_no_file_or_host_io_until_asked() -> None:
+    code = (
+        "import sys\n"
+        "import announcer.config as c\n"
+        "from announcer.config import Config, ConfigError\n"
+        "before = sorted(m for m in ('yaml', 'pyroute2', 'announcer.config.load',"
+        " 'announcer.config.hostcheck') if m in sys.modules)\n"
+        "c.load_config\n"
+        "print(before, 'yaml' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "[] True"
