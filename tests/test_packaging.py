@@ -113,11 +113,15 @@ def test_sdist_holds_the_sources(built: Built) -> None:
 
 
 @pytest.fixture(scope="module")
-def fresh_venv(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    venv = tmp_path_factory.mktemp("fresh") / "venv"
-    run([SYSTEM_PYTHON, "-m", "venv", venv])
-    run([venv / "bin/python", "-m", "pip", "install", "-q", built.wheel])
-    return venv
+def fresh_venv(built: Built) -> Iterator[Path]:
+    # Where the ExaBGP user can reach it, as under /opt: check-config checks that it can
+    # (pytest's own temporary directories are private to root).
+    with tempfile.TemporaryDirectory(prefix="announcer-venv-", dir="/tmp") as name:
+        Path(name).chmod(0o755)
+        venv = Path(name) / "venv"
+        run([SYSTEM_PYTHON, "-m", "venv", venv])
+        run([venv / "bin/python", "-m", "pip", "install", "-q", built.wheel])
+        yield venv
 
 
 def test_wheel_in_a_fresh_virtualenv_gives_a_working_announcer(
@@ -130,7 +134,7 @@ def test_wheel_in_a_fresh_virtualenv_gives_a_working_announcer(
     document = yaml.safe_load((ROOT / "config/announcer.example.yaml").read_text())
     document["apiserver"]["ca_file"] = str(tmp_path / "not-yet/ca.crt")  # only a warning
     config.write_text(yaml.safe_dump(document))
-    checked = run([announcer, "check-config", "--print", config], cwd=tmp_path)
+    checked = run([announcer, "check-config", "--print", "--config", config], cwd=tmp_path)
     assert checked.stderr.splitlines()[-1] == f"{config}: ok"
     # The daemon would run the ExaBGP the wheel pinned, installed next to it.
     effective = yaml.safe_load(checked.stdout)
