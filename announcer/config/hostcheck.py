@@ -197,8 +197,8 @@ def _exabgp_access_errors(config: Config, host: HostView) -> list[ConfigError]:
     user, binary = config.exabgp.user, config.exabgp.binary
     errors = []
     hint = (
-        f"(a directory on the way is not searchable for {user!r}, e.g. under /root or a home "
-        "directory: install under /opt with /usr/bin/python3)"
+        "(its permissions, or those of a directory on the way, shut it out, e.g. under /root "
+        "or a home directory: install under /opt with /usr/bin/python3)"
     )
     if host.user_can(user, binary, EXECUTE) is False:
         reason = f"cannot be executed by the user {user!r} {hint}"
@@ -210,7 +210,7 @@ def _exabgp_access_errors(config: Config, host: HostView) -> list[ConfigError]:
     state = nearest_existing(config.state_dir)
     if host.user_can(user, state, READ | EXECUTE) is False:
         reason = (
-            f"cannot be reached by the user {user!r} ({state} is not searchable for it), "
+            f"cannot be reached by the user {user!r} (it cannot search its way to {state}), "
             "which reads its ExaBGP configuration under it"
         )
         errors.append(ConfigError("state_dir", reason, value=str(config.state_dir)))
