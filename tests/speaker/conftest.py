@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -51,7 +52,19 @@ def fake_config(shared_dir: Path, fake_exabgp: Path) -> Callable[..., Config]:
     """A Config running the fake ExaBGP; keyword arguments go into its `exabgp` section."""
 
     def make(**exabgp: object) -> Config:
+        # `fake.*` settings steer the fake ExaBGP. The parser refuses settings ExaBGP does not
+        # have, so they join the parsed configuration afterwards.
+        settings = exabgp.pop("settings", None)
+        given = dict(settings) if isinstance(settings, dict) else {}
+        fake = {key: value for key, value in given.items() if key.startswith("fake.")}
+        real = {key: value for key, value in given.items() if key not in fake}
+        if real:
+            exabgp["settings"] = real
         document = config_document(shared_dir / "state", binary=str(fake_exabgp), **exabgp)
-        return parse_config(document)
+        config = parse_config(document)
+        if not fake:
+            return config
+        merged = tuple(sorted({**dict(config.exabgp.settings), **fake}.items()))
+        return replace(config, exabgp=replace(config.exabgp, settings=merged))
 
     return make
