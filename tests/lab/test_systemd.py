@@ -1,0 +1,242 @@
+"""The lab with systemd control-plane nodes (`announcer.lab/init: systemd`): each boots a real
+systemd, installs the Debian package with apt-get and runs `systemctl start announcer`.
+What real systemd does with the unit is measured against r1's FIB and each node's `lo`.
+
+Needs root, FRR, systemd-nspawn (Debian: systemd-container) and the package index (the
+package is built once for the module); skips and says why otherwise, or fails when
+ANNOUNCER_REQUIRE_NETNS=1. Run it under the shared lab lock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from ipaddress import ip_network
+from pathlib import Path
+
+import pytest
+from conftest import lab_unavailable, quiet
+
+from announcer.config.unitcheck import parse_timespan
+from announcer.lab import realiser, sysnode
+from announcer.lab.cli import default_topology
+from announcer.lab.fib import Fib, wait_for
+from announcer.lab.topology import Topology, load_topology
+
+pytestmark = pytest.mark.netns
+
+ROOT = Path(__file__).parents[2]
+VIP4 = ip_network("198.51.100.10/32")
+NODES = ("cp1", "cp2", "cp3")
+KILL_WITHDRAWN = 0.5  # SIGKILL -> out of r1's FIB (PR_SET_PDEATHSIG takes ExaBGP along)
+VIP_OFF_LO = 1.0  # main process exit -> VIP off lo (ExecStopPost=announcer cleanup)
+BACK_IN = 20.0  # restart + rise + min_healthy, with room for a loaded machine
+
+
+@dataclass(frozen=True)
+class Node:
+    """A booted control-plane node: its namespace, its container's PID 1 and root tree."""
+
+    name: str
+    netns: str
+    pid: int
+    root: Path
+
+    def run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            ["nsenter", "-t", str(self.pid), "-a", *argv],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        if check and result.returncode != 0:
+            pytest.fail(f"{self.name}: {' '.join(argv)}: exit {result.returncode}\n{result.stderr}")
+        return result
+
+    def show(self, prop: str) -> str:
+        return self.run("systemctl", "show", "-P", prop, "announcer.service").stdout.strip()
+
+    def main_pid(self) -> int:
+        return int(self.show("MainPID"))
+
+    def vip_on_lo(self) -> bool:
+        out = subprocess.run(
+            ["ip", "-n", self.netns, "-j", "addr", "show", "dev", "lo"],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        return any(a["local"] == str(VIP4.network_address) for a in json.loads(out)[0]["addr_info"])
+
+    def journal(self) -> str:
+        return self.run("journalctl", "-u", "announcer.service", "-o", "cat", "--no-pager").stdout
+
+
+@dataclass(frozen=True)
+class SystemdLab:
+    topology: Topology
+    up_seconds: float
+    nodes: dict[str, Node]
+
+    @property
+    def router(self) -> str:
+        return self.topology.netns("r1")
+
+    def paths(self) -> int:
+        with Fib(self.router) as fib:
+            return len(fib.nexthops(VIP4))
+
+
+def systemd_unavailable() -> str | None:
+    if (reason := lab_unavailable()) is not None:
+        return reason
+    if lacking := sysnode.missing_tools():
+        return f"systemd nodes need {', '.join(lacking)} (Debian: systemd-container)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if (reason := systemd_unavailable()) is not None:
+        if os.environ.get("ANNOUNCER_REQUIRE_NETNS") == "1":
+            pytest.fail(f"ANNOUNCER_REQUIRE_NETNS=1 but {reason}")
+        pytest.skip(reason)
+    output = tmp_path_factory.mktemp("deb")
+    built = subprocess.run(
+        ["bash", ROOT / "scripts/build-deb", "--output", output],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    if built.returncode != 0:
+        pytest.fail(f"scripts/build-deb failed:\n{built.stderr[-3000:]}")
+    return Path(built.stdout.split()[-1])
+
+
+@pytest.fixture(scope="module")
+def lab(deb: Path) -> Iterator[SystemdLab]:
+    environ = {**os.environ, "ANNOUNCER_LAB_INIT": "systemd", "ANNOUNCER_LAB_NAME": "sd"}
+    topology = load_topology(default_topology(), environ=environ)
+    previous = os.environ.get(realiser.LAB_DEB_ENV)
+    os.environ[realiser.LAB_DEB_ENV] = str(deb)
+    realiser.down(topology, say=quiet)
+    try:
+        took = realiser.up(topology, say=print)
+        record = realiser.Record.load(topology.lab_dir / realiser.STATE_FILE)
+        assert record is not None
+        nspawns = {str(p["node"]): int(p["pid"]) for p in record.processes}
+        nodes = {
+            name: Node(
+                name,
+                topology.netns(name),
+                sysnode.container_pid(nspawns[name]),
+                topology.node_dir(name) / "systemd" / "m",
+            )
+            for name in NODES
+        }
+        yield SystemdLab(topology, took, nodes)
+    finally:
+        realiser.down(topology, say=print)
+        if previous is None:
+            os.environ.pop(realiser.LAB_DEB_ENV, None)
+        else:
+            os.environ[realiser.LAB_DEB_ENV] = previous
+        assert not [n for n in NODES if Path(f"/run/netns/{topology.netns(n)}").exists()]
+        assert not [line for line in Path("/proc/self/mountinfo").read_text().splitlines()
+                    if str(topology.lab_dir) in line]  # fmt: skip
+
+
+def wait_paths(lab: SystemdLab, count: int, timeout: float) -> float:
+    start = time.monotonic()
+    wait_for(lambda: lab.paths() == count, timeout, interval=0.01, what=f"{count} paths")
+    return time.monotonic() - start
+
+
+def test_every_node_announces_after_systemctl_start_and_logs_events(lab: SystemdLab) -> None:
+    assert lab.paths() == len(NODES)
+    for node in lab.nodes.values():
+        assert node.show("ActiveState") == "active"
+        assert node.run("dpkg-query", "-W", "-f=${Status}", "announcer").stdout == (
+            "install ok installed"
+        )
+        journal = node.journal()
+        # READY=1 (systemd's "Started") only once the relay connected and a probe ran.
+        events = [line for line in journal.splitlines() if "event=" in line or "Started" in line]
+        ready = next(i for i, line in enumerate(events) if "Started" in line)
+        assert any("event=ready" in line for line in events[:ready]), journal
+        status = node.run("systemctl", "status", "--no-pager", "-n", "20", "announcer", check=False)
+        assert "event=" in status.stdout
+        assert node.run("announcer", "status", check=False).returncode == 0
+
+
+def test_sigkill_withdraws_cleans_lo_and_systemd_restarts(lab: SystemdLab) -> None:
+    node = lab.nodes["cp1"]
+    restarts = int(node.show("NRestarts"))
+    pid = node.main_pid()
+    assert node.vip_on_lo()
+    killed = time.monotonic()
+    node.run("kill", "-KILL", str(pid))
+    withdrawn = wait_paths(lab, len(NODES) - 1, 5.0)
+    wait_for(lambda: not node.vip_on_lo(), 5.0, interval=0.01, what="VIP off lo")
+    off_lo = time.monotonic() - killed
+    print(f"SIGKILL: out of r1's FIB in {withdrawn:.2f} s, VIP off lo in {off_lo:.2f} s")
+    assert withdrawn <= KILL_WITHDRAWN
+    assert off_lo <= VIP_OFF_LO
+    back = wait_paths(lab, len(NODES), BACK_IN)
+    print(f"SIGKILL: announced again after {back + withdrawn:.2f} s")
+    assert int(node.show("NRestarts")) == restarts + 1
+    assert node.main_pid() != pid
+
+
+def test_reload_of_a_broken_file_fails_and_keeps_routes(lab: SystemdLab) -> None:
+    node = lab.nodes["cp2"]
+    config = node.root / "etc/announcer/config.yaml"
+    good = config.read_text()
+    pid = node.main_pid()
+    try:
+        config.write_text(good + "\nbogus_key: 1\n")
+        reload = node.run("systemctl", "reload", "announcer", check=False)
+        assert reload.returncode != 0
+        assert "bogus_key" in node.journal()
+        assert node.main_pid() == pid and node.show("ActiveState") == "active"
+        assert lab.paths() == len(NODES)
+    finally:
+        config.write_text(good)
+    assert node.run("systemctl", "reload", "announcer").returncode == 0
+    assert lab.paths() == len(NODES)
+
+
+def test_ten_crashes_in_a_row_do_not_leave_the_node_out(lab: SystemdLab) -> None:
+    node = lab.nodes["cp3"]
+    for _ in range(10):
+        pid = wait_for(lambda: node.main_pid(), 10.0, interval=0.02, what="a main process")
+        node.run("kill", "-KILL", str(pid))
+        wait_for(lambda p=pid: node.main_pid() != p, 10.0, interval=0.02, what="a restart")
+    assert node.show("ActiveState") != "failed"  # the start limit would have ended it here
+    back = wait_paths(lab, len(NODES), BACK_IN)
+    print(f"ten SIGKILLs: announced again {back:.2f} s after the last")
+    assert node.show("ActiveState") == "active"
+    assert node.vip_on_lo()
+
+
+def test_systemctl_stop_drains_withdraws_and_exits_in_time(lab: SystemdLab) -> None:
+    node = lab.nodes["cp1"]
+    wait_paths(lab, len(NODES), BACK_IN)
+    start = time.monotonic()
+    node.run("systemctl", "stop", "announcer")
+    took = time.monotonic() - start
+    timeout = sysnode_timeout(node)
+    print(f"systemctl stop: {took:.2f} s (TimeoutStopSec {timeout:g} s)")
+    assert took < timeout
+    assert (node.show("Result"), node.show("ExecMainStatus")) == ("success", "0")
+    assert lab.paths() == len(NODES) - 1
+    assert not node.vip_on_lo()
+    journal = node.journal()
+    assert re.search(r"event=withdraw", journal), journal
+    node.run("systemctl", "start", "announcer")
+    wait_paths(lab, len(NODES), BACK_IN)
+
+
+def sysnode_timeout(node: Node) -> float:
+    seconds = parse_timespan(node.show("TimeoutStopUSec"))
+    assert seconds is not None
+    return seconds
