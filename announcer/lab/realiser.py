@@ -23,10 +23,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
-from announcer.lab import frr, netns, sysnode
+from announcer.lab import frr, netns, sysnode, sysplane
 from announcer.lab.fib import Fib, wait_for
 from announcer.lab.netns import LabError, ProcessId
-from announcer.lab.node import APISERVER_STATE_ENV, apiserver_child
+from announcer.lab.node import APISERVER_STATE_ENV
 from announcer.lab.pki import write_lab_pki
 from announcer.lab.topology import Topology
 
@@ -40,7 +40,6 @@ CONVERGE_TIMEOUT = 20.0
 _FRR_DAEMONS = PurePosixPath("/etc/frr/daemons")
 _FRR_CONF = PurePosixPath("/etc/frr/frr.conf")
 _REQUIRED_TOOLS = ("ip", "unshare", "mount")
-LAB_DEB_ENV = "ANNOUNCER_LAB_DEB"
 
 Say = Callable[[str], None]
 
@@ -318,7 +317,10 @@ def _start_node(
         for pid in pids.values():
             _note_process(record, node, pid)
     elif sysnode.wants_systemd(spec.labels):
-        _start_systemd_node(topology, node, record, apiserver_state)
+        sysplane.start_control_plane(
+            topology, node, apiserver_state=apiserver_state,
+            on_spawn=lambda pid: _note_process(record, node, pid),
+        )  # fmt: skip
     elif spec.cmd:
         log = topology.node_dir(node) / "log" / "main.log"
         argv = node_command(topology, node, spec.cmd)
@@ -328,57 +330,6 @@ def _start_node(
             env[APISERVER_STATE_ENV] = apiserver_state
         pid = netns.spawn_detached(argv, env=env, log=log)
         _note_process(record, node, pid)
-
-
-def _start_systemd_node(
-    topology: Topology, node: str, record: Record, apiserver_state: str | None
-) -> None:
-    """Boot the node's systemd, install the package, configure it, start the fake apiserver
-    and `systemctl start announcer` (returns once the unit is READY)."""
-    node_dir = topology.node_dir(node)
-    run_dir, config_dir = (
-        _bind_dir(topology, node, "/run/announcer"),
-        _bind_dir(topology, node, "/etc/announcer"),
-    )
-    pki = _bind_dir(topology, node, "/etc/kubernetes/pki")
-    root = sysnode.prepare_root(node_dir / "systemd")
-    nspawn = sysnode.boot(
-        netns=topology.netns(node), root=root, run_dir=run_dir, log=node_dir / "log" / "main.log"
-    )
-    _note_process(record, node, nspawn)
-    pid = sysnode.container_pid(nspawn)
-    sysnode.wait_booted(pid)
-    sysnode.install_package(pid, root, lab_package(topology))
-    sysnode.configure(root, config=config_dir / "config.yaml", pki=pki)
-    apiserver = apiserver_child(node, run_dir=sysnode.LAB_RUN, state=apiserver_state)
-    sysnode.start_apiserver(pid, apiserver.argv)
-    sysnode.start_service(pid)
-
-
-def _bind_dir(topology: Topology, node: str, inside: str) -> Path:
-    source = topology.bind_source(node, inside)
-    if source is None or not source.is_dir():
-        raise LabError(f"{node}: a systemd node needs {inside} bound to a directory (binds:)")
-    return source
-
-
-def lab_package(topology: Topology) -> Path:
-    """The Debian package systemd nodes install: $ANNOUNCER_LAB_DEB, else one built once per
-    lab with scripts/build-deb into the lab directory."""
-    if given := os.environ.get(LAB_DEB_ENV):
-        return Path(given)
-    built = sorted(topology.lab_dir.glob("announcer_*_amd64.deb"))
-    if built:
-        return built[-1]
-    script = Path(__file__).resolve().parents[2] / "scripts" / "build-deb"
-    if not script.exists():
-        raise LabError(f"no package for the systemd nodes: set {LAB_DEB_ENV} to a .deb")
-    error = netns.run(
-        ["bash", str(script), "--output", str(topology.lab_dir)], env=dict(os.environ), timeout=600
-    )
-    if error:
-        raise LabError(f"scripts/build-deb failed: {error}")
-    return sorted(topology.lab_dir.glob("announcer_*_amd64.deb"))[-1]
 
 
 def _bind_file(topology: Topology, node: str, inside: PurePosixPath) -> Path:

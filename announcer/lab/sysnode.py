@@ -11,7 +11,8 @@ through `nsenter` into the container's PID 1. The node's `run` directory is boun
 `/run/announcer-lab` for the fake apiserver's control socket.
 
 It owns booting, entering, powering off and unmounting these nodes; it must not decide what
-runs in a node (the realiser does) nor touch another node or the host's own units.
+runs in a node (`sysplane` does for control-plane nodes) nor touch another node or the
+host's own units.
 """
 
 from __future__ import annotations
@@ -172,34 +173,3 @@ def unmount_under(top: Path) -> None:
     for point in sorted(points, key=lambda path: -len(path.parts)):
         if subprocess.run(["umount", point], capture_output=True, check=False).returncode != 0:
             subprocess.run(["umount", "-l", point], capture_output=True, check=False)
-
-
-# ---- a control-plane node: the package, its configuration, the fake apiserver, the unit ----
-
-
-def install_package(pid: int, root: Path, deb: Path) -> None:
-    """`apt-get install ./announcer_*.deb` inside (the host's apt lists; nothing to fetch)."""
-    shutil.copy(deb, root / "var/tmp" / deb.name)  # nspawn mounts a fresh /tmp
-    inside(pid, ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q",
-                 "--no-install-recommends", f"/var/tmp/{deb.name}"])  # fmt: skip
-
-
-def configure(root: Path, *, config: Path, pki: Path) -> None:
-    """The node's config.yaml as /etc/announcer/config.yaml, its PKI as kubeadm's."""
-    shutil.copy(config, root / "etc/announcer/config.yaml")
-    target = root / "etc/kubernetes/pki"
-    shutil.rmtree(target, ignore_errors=True)
-    shutil.copytree(pki, target)
-
-
-def start_apiserver(pid: int, argv: Sequence[str]) -> None:
-    """The fake apiserver as a transient unit ordered before nothing: it is the stand-in for
-    a kube-apiserver static pod."""
-    inside(pid, ["systemd-run", "--unit=lab-apiserver", "--quiet", *argv])
-
-
-def start_service(pid: int) -> float:
-    """`systemctl start announcer` (Type=notify: returns once READY=1); seconds it took."""
-    start = time.monotonic()
-    inside(pid, ["systemctl", "start", "announcer.service"])
-    return time.monotonic() - start

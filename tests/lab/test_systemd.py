@@ -9,9 +9,11 @@ ANNOUNCER_REQUIRE_NETNS=1. Run it under the shared lab lock.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -23,7 +25,7 @@ import pytest
 from conftest import lab_unavailable, quiet
 
 from announcer.config.unitcheck import parse_timespan
-from announcer.lab import realiser, sysnode
+from announcer.lab import realiser, sysnode, sysplane
 from announcer.lab.cli import default_topology
 from announcer.lab.fib import Fib, wait_for
 from announcer.lab.topology import Topology, load_topology
@@ -36,6 +38,7 @@ NODES = ("cp1", "cp2", "cp3")
 KILL_WITHDRAWN = 0.5  # SIGKILL -> out of r1's FIB (PR_SET_PDEATHSIG takes ExaBGP along)
 VIP_OFF_LO = 1.0  # main process exit -> VIP off lo (ExecStopPost=announcer cleanup)
 BACK_IN = 20.0  # restart + rise + min_healthy, with room for a loaded machine
+HEARTBEAT_TIMEOUT = 2.0  # exabgp.heartbeat_timeout's default: the relay's bound
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,14 @@ class Node:
             capture_output=True, text=True, check=True,
         ).stdout  # fmt: skip
         return any(a["local"] == str(VIP4.network_address) for a in json.loads(out)[0]["addr_info"])
+
+    def daemon_host_pid(self) -> int:
+        """The daemon's pid as the host sees it (MainPID is the container's view)."""
+        for pid in realiser.netns.netns_pids(self.netns):
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{pid}/comm").read_text().strip() == "announcer":
+                    return pid
+        raise AssertionError(f"{self.name}: no announcer process")
 
     def journal(self) -> str:
         return self.run("journalctl", "-u", "announcer.service", "-o", "cat", "--no-pager").stdout
@@ -113,11 +124,24 @@ def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def deb_next(deb: Path) -> Path:
+    """The same code as a later version: an upgrade of `deb`."""
+    version = deb.name.split("_")[1] + "+1"
+    built = subprocess.run(
+        ["bash", ROOT / "scripts/build-deb", "--output", deb.parent, "--version", version],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    if built.returncode != 0:
+        pytest.fail(f"scripts/build-deb failed:\n{built.stderr[-3000:]}")
+    return Path(built.stdout.split()[-1])
+
+
+@pytest.fixture(scope="module")
 def lab(deb: Path) -> Iterator[SystemdLab]:
     environ = {**os.environ, "ANNOUNCER_LAB_INIT": "systemd", "ANNOUNCER_LAB_NAME": "sd"}
     topology = load_topology(default_topology(), environ=environ)
-    previous = os.environ.get(realiser.LAB_DEB_ENV)
-    os.environ[realiser.LAB_DEB_ENV] = str(deb)
+    previous = os.environ.get(sysplane.LAB_DEB_ENV)
+    os.environ[sysplane.LAB_DEB_ENV] = str(deb)
     realiser.down(topology, say=quiet)
     try:
         took = realiser.up(topology, say=print)
@@ -137,12 +161,29 @@ def lab(deb: Path) -> Iterator[SystemdLab]:
     finally:
         realiser.down(topology, say=print)
         if previous is None:
-            os.environ.pop(realiser.LAB_DEB_ENV, None)
+            os.environ.pop(sysplane.LAB_DEB_ENV, None)
         else:
-            os.environ[realiser.LAB_DEB_ENV] = previous
+            os.environ[sysplane.LAB_DEB_ENV] = previous
         assert not [n for n in NODES if Path(f"/run/netns/{topology.netns(n)}").exists()]
         assert not [line for line in Path("/proc/self/mountinfo").read_text().splitlines()
                     if str(topology.lab_dir) in line]  # fmt: skip
+
+
+def after_fault(lab: SystemdLab, node: Node, host_pid: int, timeout: float) -> dict[str, float]:
+    """Seconds from now until the daemon exited, the VIP left lo, and r1 dropped the node."""
+    start, seen = time.monotonic(), {}
+    checks = {
+        "exit": lambda: realiser.netns.process_id(host_pid) is None,
+        "lo": lambda: not node.vip_on_lo(),
+        "fib": lambda: lab.paths() == len(NODES) - 1,
+    }
+    while len(seen) < len(checks) and time.monotonic() - start < timeout:
+        for name, check in checks.items():
+            if name not in seen and check():
+                seen[name] = time.monotonic() - start
+        time.sleep(0.005)
+    assert len(seen) == len(checks), f"after {timeout} s only {seen}"
+    return seen
 
 
 def wait_paths(lab: SystemdLab, count: int, timeout: float) -> float:
@@ -173,12 +214,11 @@ def test_sigkill_withdraws_cleans_lo_and_systemd_restarts(lab: SystemdLab) -> No
     restarts = int(node.show("NRestarts"))
     pid = node.main_pid()
     assert node.vip_on_lo()
-    killed = time.monotonic()
-    node.run("kill", "-KILL", str(pid))
-    withdrawn = wait_paths(lab, len(NODES) - 1, 5.0)
-    wait_for(lambda: not node.vip_on_lo(), 5.0, interval=0.01, what="VIP off lo")
-    off_lo = time.monotonic() - killed
-    print(f"SIGKILL: out of r1's FIB in {withdrawn:.2f} s, VIP off lo in {off_lo:.2f} s")
+    host_pid = node.daemon_host_pid()
+    os.kill(host_pid, 9)
+    seen = after_fault(lab, node, host_pid, 10.0)
+    withdrawn, off_lo = seen["fib"], seen["lo"] - seen["exit"]
+    print(f"SIGKILL: out of r1's FIB {withdrawn:.2f} s, VIP off lo {off_lo:.2f} s after exit")
     assert withdrawn <= KILL_WITHDRAWN
     assert off_lo <= VIP_OFF_LO
     back = wait_paths(lab, len(NODES), BACK_IN)
@@ -240,3 +280,62 @@ def sysnode_timeout(node: Node) -> float:
     seconds = parse_timespan(node.show("TimeoutStopUSec"))
     assert seconds is not None
     return seconds
+
+
+def test_sigstop_relay_withdraws_then_the_watchdog_restarts(lab: SystemdLab) -> None:
+    node = lab.nodes["cp3"]
+    wait_paths(lab, len(NODES), BACK_IN)
+    restarts, host_pid = int(node.show("NRestarts")), node.daemon_host_pid()
+    os.kill(host_pid, 19)  # SIGSTOP: a frozen daemon
+    seen = after_fault(lab, node, host_pid, 30.0)  # WatchdogSec=5s, then SIGABRT
+    withdrawn, off_lo = seen["fib"], seen["lo"] - seen["exit"]
+    back = wait_paths(lab, len(NODES), BACK_IN)
+    print(
+        f"SIGSTOP: out of r1's FIB in {withdrawn:.2f} s (relay), VIP off lo {off_lo:.2f} s "
+        f"after the watchdog's abort, announced again {back:.2f} s later"
+    )
+    assert withdrawn <= HEARTBEAT_TIMEOUT + 0.5
+    assert off_lo <= VIP_OFF_LO
+    assert int(node.show("NRestarts")) == restarts + 1
+    assert "watchdog" in node.journal().lower()
+
+
+def test_a_unit_ordered_after_announcer_starts_once_it_is_ready(lab: SystemdLab) -> None:
+    # The kubelet's stand-in: `Wants=` and `After=announcer.service`, as on a host.
+    node = lab.nodes["cp1"]
+    saw = node.root / "var/tmp/kubelet-saw"
+    (node.root / "etc/systemd/system/lab-kubelet.service").write_text(
+        "[Unit]\nWants=announcer.service\nAfter=announcer.service\n[Service]\nType=oneshot\n"
+        "ExecStart=/bin/sh -c 'systemctl show -P ActiveState announcer >/var/tmp/kubelet-saw; "
+        "announcer status --json >>/var/tmp/kubelet-saw; true'\n"
+    )
+    node.run("systemctl", "daemon-reload")
+    node.run("systemctl", "stop", "announcer")
+    wait_paths(lab, len(NODES) - 1, 10.0)
+    node.run("systemctl", "start", "lab-kubelet.service")
+    state, status = saw.read_text().split("\n", 1)
+    assert state == "active"
+    assert isinstance(json.loads(status), dict)  # the daemon answered on its status socket
+    wait_paths(lab, len(NODES), BACK_IN)
+
+
+def test_the_package_upgrades_over_itself_with_the_service_running(
+    lab: SystemdLab, deb_next: Path
+) -> None:
+    node = lab.nodes["cp2"]
+    wait_paths(lab, len(NODES), BACK_IN)
+    config = node.root / "etc/announcer/config.yaml"
+    kept, pid = config.read_text(), node.main_pid()
+    shutil.copy(deb_next, node.root / "var/tmp" / deb_next.name)
+    start = time.monotonic()
+    node.run("env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q",
+             f"/var/tmp/{deb_next.name}")  # fmt: skip
+    took = time.monotonic() - start
+    version = node.run("dpkg-query", "-W", "-f=${Version}", "announcer").stdout
+    assert version == deb_next.name.split("_")[1]
+    assert node.show("ActiveState") == "active" and node.main_pid() != pid
+    assert config.read_text() == kept  # the operator's conffile
+    old = node.run("journalctl", f"_PID={pid}", "-o", "cat", "--no-pager").stdout
+    assert "SIGTERM: stopping" in old, old  # prerm's stop: the two-phase drain
+    back = wait_paths(lab, len(NODES), BACK_IN)
+    print(f"upgrade N -> N+1: apt-get took {took:.2f} s, all announce {back:.2f} s later")
