@@ -339,3 +339,25 @@ def test_the_package_upgrades_over_itself_with_the_service_running(
     assert "SIGTERM: stopping" in old, old  # prerm's stop: the two-phase drain
     back = wait_paths(lab, len(NODES), BACK_IN)
     print(f"upgrade N -> N+1: apt-get took {took:.2f} s, all announce {back:.2f} s later")
+
+
+def test_remove_stops_purge_clears_and_a_first_install_does_not_start(
+    lab: SystemdLab, deb: Path
+) -> None:
+    node = lab.nodes["cp3"]
+    wait_paths(lab, len(NODES), BACK_IN)
+    apt = ("env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "-y", "-q")
+    node.run(*apt, "remove", "announcer")
+    assert node.show("ActiveState") in ("inactive", "")
+    assert lab.paths() == len(NODES) - 1 and not node.vip_on_lo()
+    assert (node.root / "etc/announcer/config.yaml").exists()  # kept until purge
+    node.run(*apt, "purge", "announcer")
+    assert not (node.root / "etc/announcer").exists()
+    assert not (node.root / "var/lib/announcer").exists()
+    assert not (node.root / "opt/announcer").exists()
+    # Installing afresh neither enables nor starts it: the operator configures it first.
+    shutil.copy(deb, node.root / "var/tmp" / deb.name)
+    node.run(*apt, "install", f"/var/tmp/{deb.name}")
+    state = node.run("systemctl", "is-active", "announcer", check=False).stdout.strip()
+    enabled = node.run("systemctl", "is-enabled", "announcer", check=False).stdout.strip()
+    assert (state, enabled) == ("inactive", "disabled")
