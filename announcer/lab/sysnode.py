@@ -90,13 +90,15 @@ def boot(*, netns: str, root: Path, run_dir: Path, log: Path) -> int:
 
 
 def container_pid(nspawn: int, *, timeout: float = BOOT_TIMEOUT) -> int:
-    """The container's PID 1 as the host sees it: the child of the nspawn process."""
+    """The container's PID 1 as the host sees it: the child of the nspawn process that runs
+    systemd (nspawn's first child only sets the container up, forks PID 1 and exits)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for children in Path(f"/proc/{nspawn}/task").glob("*/children"):
             with contextlib.suppress(OSError):
-                if pids := children.read_text().split():
-                    return int(pids[0])
+                for pid in children.read_text().split():
+                    if Path(f"/proc/{pid}/comm").read_text().strip() == "systemd":
+                        return int(pid)
         if not Path(f"/proc/{nspawn}").exists():
             raise LabError(f"systemd-nspawn (pid {nspawn}) exited before its container started")
         time.sleep(0.05)

@@ -10,13 +10,14 @@ ANNOUNCER_REQUIRE_NETNS=1. Run it under the shared lab lock.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from ipaddress import ip_network
 from pathlib import Path
@@ -26,9 +27,11 @@ from conftest import lab_unavailable, quiet
 
 from announcer.config.unitcheck import parse_timespan
 from announcer.lab import realiser, sysnode, sysplane
+from announcer.lab.bench.traffic import Failures, LoadClient, in_flight, split_failures
 from announcer.lab.cli import default_topology
 from announcer.lab.fib import Fib, wait_for
 from announcer.lab.topology import Topology, load_topology
+from announcer.lab.watch import FibWatcher
 
 pytestmark = pytest.mark.netns
 
@@ -38,6 +41,7 @@ NODES = ("cp1", "cp2", "cp3")
 KILL_WITHDRAWN = 0.5  # SIGKILL -> out of r1's FIB (PR_SET_PDEATHSIG takes ExaBGP along)
 VIP_OFF_LO = 1.0  # main process exit -> VIP off lo (ExecStopPost=announcer cleanup)
 BACK_IN = 20.0  # restart + rise + min_healthy, with room for a loaded machine
+RATE = 200.0  # the benchmark's new connections per second
 HEARTBEAT_TIMEOUT = 2.0  # exabgp.heartbeat_timeout's default: the relay's bound
 
 
@@ -319,26 +323,59 @@ def test_a_unit_ordered_after_announcer_starts_once_it_is_ready(lab: SystemdLab)
     wait_paths(lab, len(NODES), BACK_IN)
 
 
+def under_load(lab: SystemdLab, out: Path, action: Callable[[], object]) -> Failures:
+    """Run `action` under the benchmark's load until every node announces again; the failed
+    requests split into those in flight at one of r1's FIB changes and the others."""
+    vip = str(VIP4.network_address)
+    with (
+        FibWatcher(lab.router, [VIP4]) as watcher,
+        LoadClient(lab.topology, vip, out=out, rate=RATE) as client,
+    ):
+        wait_for(lambda: len(watcher.history(VIP4)) >= 1, 5.0)
+        action()
+        wait_paths(lab, len(NODES), BACK_IN)
+        requests = client.stop()
+    changes = [change.at for change in watcher.history(VIP4)[1:]]
+    assert len(changes) >= 2, changes  # out of the ECMP set, then back in
+    failures = split_failures(requests, changes)
+    if failures.other:
+        others = [r for r in requests if not r.ok and not in_flight(r, changes)]
+        print("FIB changes:", changes, "\nother failures:", others)
+    return failures
+
+
+def test_restart_under_load_fails_only_requests_in_flight_at_a_fib_change(
+    lab: SystemdLab, tmp_path: Path
+) -> None:
+    node = lab.nodes["cp1"]
+    wait_paths(lab, len(NODES), BACK_IN)
+    restart = functools.partial(node.run, "systemctl", "restart", "announcer")
+    failures = under_load(lab, tmp_path / "requests.jsonl", restart)
+    print(f"systemctl restart at {RATE:g}/s: {failures}")
+    assert failures.total > RATE and failures.other == 0, failures
+
+
 def test_the_package_upgrades_over_itself_with_the_service_running(
-    lab: SystemdLab, deb_next: Path
+    lab: SystemdLab, deb_next: Path, tmp_path: Path
 ) -> None:
     node = lab.nodes["cp2"]
     wait_paths(lab, len(NODES), BACK_IN)
     config = node.root / "etc/announcer/config.yaml"
     kept, pid = config.read_text(), node.main_pid()
     shutil.copy(deb_next, node.root / "var/tmp" / deb_next.name)
-    start = time.monotonic()
-    node.run("env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q",
-             f"/var/tmp/{deb_next.name}")  # fmt: skip
-    took = time.monotonic() - start
+    upgrade = functools.partial(
+        node.run, "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q",
+        f"/var/tmp/{deb_next.name}",
+    )  # fmt: skip
+    failures = under_load(lab, tmp_path / "requests.jsonl", upgrade)
+    print(f"upgrade N -> N+1 at {RATE:g}/s: {failures}")
+    assert failures.total > RATE and failures.other == 0, failures
     version = node.run("dpkg-query", "-W", "-f=${Version}", "announcer").stdout
     assert version == deb_next.name.split("_")[1]
     assert node.show("ActiveState") == "active" and node.main_pid() != pid
     assert config.read_text() == kept  # the operator's conffile
     old = node.run("journalctl", f"_PID={pid}", "-o", "cat", "--no-pager").stdout
     assert "SIGTERM: stopping" in old, old  # prerm's stop: the two-phase drain
-    back = wait_paths(lab, len(NODES), BACK_IN)
-    print(f"upgrade N -> N+1: apt-get took {took:.2f} s, all announce {back:.2f} s later")
 
 
 def test_remove_stops_purge_clears_and_a_first_install_does_not_start(
