@@ -117,6 +117,8 @@ def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if os.environ.get("ANNOUNCER_REQUIRE_NETNS") == "1":
             pytest.fail(f"ANNOUNCER_REQUIRE_NETNS=1 but {reason}")
         pytest.skip(reason)
+    if given := os.environ.get(sysplane.LAB_DEB_ENV):
+        return Path(given)  # a package to test instead of this checkout's
     output = tmp_path_factory.mktemp("deb")
     built = subprocess.run(
         ["bash", ROOT / "scripts/build-deb", "--output", output],
