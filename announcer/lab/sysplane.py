@@ -1,6 +1,6 @@
 """A systemd control-plane node of the lab (`sysnode`): the Debian package installed with
-apt-get, the node's config.yaml and PKI where a host has them, the fake apiserver as a
-transient unit, then `systemctl start announcer`, which returns once the unit is READY.
+apt-get, the node's config.yaml and PKI where a host has them, the fake apiserver as an
+enabled unit, then `systemctl start announcer`, which returns once the unit is READY.
 
 The package is `$ANNOUNCER_LAB_DEB`, else one scripts/build-deb builds into the lab directory
 (once per lab). It must not boot or power off nodes (`sysnode` does) nor touch the host's
@@ -10,6 +10,7 @@ own /etc or /opt: every file goes into the node's overlay.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -50,7 +51,7 @@ def start_control_plane(
         pki=_bind_dir(topology, node, "/etc/kubernetes/pki"),
     )
     apiserver = apiserver_child(node, run_dir=sysnode.LAB_RUN, state=apiserver_state)
-    start_apiserver(pid, apiserver.argv)
+    start_apiserver(pid, root, apiserver.argv)
     start_service(pid)
 
 
@@ -92,10 +93,18 @@ def configure(root: Path, *, config: Path, pki: Path) -> None:
     shutil.copytree(pki, target)
 
 
-def start_apiserver(pid: int, argv: Sequence[str]) -> None:
-    """The fake apiserver as a transient unit ordered before nothing: it is the stand-in for
-    a kube-apiserver static pod."""
-    inside(pid, ["systemd-run", "--unit=lab-apiserver", "--quiet", *argv])
+def start_apiserver(pid: int, root: Path, argv: Sequence[str]) -> None:
+    """The fake apiserver as the enabled unit lab-apiserver.service, the stand-in for a
+    kube-apiserver static pod: it comes back when the node boots again."""
+    command = " ".join(shlex.quote(word) for word in argv)
+    unit = root / "etc/systemd/system/lab-apiserver.service"
+    unit.write_text(
+        "[Unit]\nDescription=the lab's fake kube-apiserver\n"
+        f"[Service]\nExecStart={command}\nRestart=always\n"
+        "[Install]\nWantedBy=multi-user.target\n"
+    )
+    inside(pid, ["systemctl", "daemon-reload"])
+    inside(pid, ["systemctl", "enable", "--now", "--quiet", "lab-apiserver.service"])
 
 
 def start_service(pid: int) -> float:

@@ -325,6 +325,36 @@ def test_a_unit_ordered_after_announcer_starts_once_it_is_ready(lab: SystemdLab)
     wait_paths(lab, len(NODES), BACK_IN)
 
 
+def test_cold_boot_announcer_is_ready_before_a_unit_ordered_after_it(lab: SystemdLab) -> None:
+    # The node boots again from its own disk (the overlay stays mounted), with announcer and
+    # the kubelet's stand-in enabled: systemd must start the stand-in only once announcer is
+    # READY.
+    node = lab.nodes["cp2"]
+    saw = node.root / "var/tmp/kubelet-boot"
+    (node.root / "etc/systemd/system/lab-kubelet-boot.service").write_text(
+        "[Unit]\nWants=announcer.service\nAfter=announcer.service\n[Service]\nType=oneshot\n"
+        "ExecStart=/bin/sh -c 'systemctl show -P ActiveState announcer >/var/tmp/kubelet-boot; "
+        "announcer status --json >>/var/tmp/kubelet-boot; true'\n"
+        "[Install]\nWantedBy=multi-user.target\n"
+    )
+    node.run("systemctl", "enable", "--quiet", "announcer", "lab-kubelet-boot.service")
+    stat = Path(f"/proc/{node.pid}/stat").read_text()
+    nspawn = int(stat[stat.rindex(")") + 2 :].split()[1])
+    sysnode.power_off([nspawn])
+    wait_paths(lab, len(NODES) - 1, 10.0)
+    run_dir = lab.topology.node_dir(node.name) / "run"
+    log = lab.topology.node_dir(node.name) / "log" / "main.log"
+    again = sysnode.boot(netns=node.netns, root=node.root, run_dir=run_dir, log=log)
+    pid = sysnode.container_pid(again)
+    lab.nodes[node.name] = Node(node.name, node.netns, pid, node.root)
+    sysnode.wait_booted(pid)
+    state, status = saw.read_text().split("\n", 1)
+    assert state == "active"
+    assert isinstance(json.loads(status), dict)
+    back = wait_paths(lab, len(NODES), BACK_IN)
+    print(f"cold boot: every node announces {back:.2f} s after the node finished booting")
+
+
 def under_load(lab: SystemdLab, out: Path, action: Callable[[], object]) -> Failures:
     """Run `action` under the benchmark's load until every node announces again; the failed
     requests split into those in flight at one of r1's FIB changes and the others."""
