@@ -355,6 +355,27 @@ def test_cold_boot_announcer_is_ready_before_a_unit_ordered_after_it(lab: System
     print(f"cold boot: every node announces {back:.2f} s after the node finished booting")
 
 
+def test_an_exabgp_its_user_cannot_run_ends_the_daemon_naming_the_cause(lab: SystemdLab) -> None:
+    node = lab.nodes["cp3"]
+    wait_paths(lab, len(NODES), BACK_IN)
+    bin_dir = node.root / "opt/announcer/bin"
+    restarts = int(node.show("NRestarts"))
+    expected = (
+        "exabgp cannot be started (5 times in a row): [Errno 13] Permission denied: "
+        "'/opt/announcer/bin/exabgp'"
+    )
+    bin_dir.chmod(0o700)  # as a virtualenv under /root would be, for the exabgp user
+    try:
+        os.kill(node.daemon_host_pid(), 9)
+        wait_for(lambda: expected in node.journal(), 60.0, interval=0.5, what=expected)
+        wait_for(lambda: int(node.show("NRestarts")) >= restarts + 2, 30.0, interval=0.2)
+        assert lab.paths() == len(NODES) - 1
+    finally:
+        bin_dir.chmod(0o755)
+    back = wait_paths(lab, len(NODES), 60.0)
+    print(f"ExaBGP unrunnable: named in the journal; announced {back:.2f} s after the fix")
+
+
 def under_load(lab: SystemdLab, out: Path, action: Callable[[], object]) -> Failures:
     """Run `action` under the benchmark's load until every node announces again; the failed
     requests split into those in flight at one of r1's FIB changes and the others."""
