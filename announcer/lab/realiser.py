@@ -7,7 +7,9 @@ announced yet, so `up` waits for the BGP sessions only.
 `down` needs no record: it stops every process in every `<prefix>-<lab>-*` namespace, deletes
 those namespaces (their veths go with them), FRR's run directories, the bind destinations the
 lab had to create on the host, and the lab dir. It is idempotent.
-What runs inside a node is `netns`'s business, FRR's `frr`'s; this module only sequences.
+What runs inside a node is `netns`'s business, FRR's `frr`'s, and a node labelled
+`announcer.lab/init: systemd` is `sysnode`'s and `sysplane`'s (`down` powers those off
+first, so their service drains, and unmounts their roots); this module only sequences.
 """
 
 from __future__ import annotations
