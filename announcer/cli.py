@@ -219,6 +219,30 @@ def run(ctx: click.Context, config_path: Path, log_format: str | None, log_level
 
 
 @main.command()
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_PATH,
+    show_default=True,
+    help="The configuration file.",
+)
+def cleanup(config_path: Path) -> None:
+    """Take the configured VIPs off their interface once the daemon has exited (the unit's
+    ExecStopPost=): after a crash or SIGKILL they would stay there. Removes nothing else."""
+    from announcer.cleanup import remove_vips
+    from announcer.loopback import LoopbackError
+
+    config = _load(config_path)
+    try:
+        removed = remove_vips(config)
+    except LoopbackError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for vip in removed:
+        click.echo(f"removed {vip} from {config.loopback.interface}")
+
+
+@main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the snapshot as JSON.")
 @socket_options
 @click.pass_context

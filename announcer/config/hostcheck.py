@@ -24,6 +24,7 @@ from typing import Final
 
 from announcer.config.errors import ConfigError
 from announcer.config.model import Config, IPAddress, ListenAddress, VipNetwork
+from announcer.config.unitcheck import unit_warnings
 from announcer.config.useraccess import EXECUTE, READ, interpreter, nearest_existing, user_can
 
 IPInterface = IPv4Interface | IPv6Interface
@@ -176,7 +177,7 @@ def _warnings(config: Config, host: HostView) -> list[str]:
     if config.loopback.manage:
         warnings += _subnet_warnings(config, host)
     warnings += _listener_warnings(config, host)
-    return warnings
+    return warnings + unit_warnings(config)
 
 
 def _host_errors(config: Config, host: HostView) -> list[ConfigError]:

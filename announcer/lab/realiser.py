@@ -7,7 +7,9 @@ announced yet, so `up` waits for the BGP sessions only.
 `down` needs no record: it stops every process in every `<prefix>-<lab>-*` namespace, deletes
 those namespaces (their veths go with them), FRR's run directories, the bind destinations the
 lab had to create on the host, and the lab dir. It is idempotent.
-What runs inside a node is `netns`'s business, FRR's `frr`'s; this module only sequences.
+What runs inside a node is `netns`'s business, FRR's `frr`'s, and a node labelled
+`announcer.lab/init: systemd` is `sysnode`'s and `sysplane`'s (`down` powers those off
+first, so their service drains, and unmounts their roots); this module only sequences.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
-from announcer.lab import frr, netns
+from announcer.lab import frr, netns, sysnode, sysplane
 from announcer.lab.fib import Fib, wait_for
 from announcer.lab.netns import LabError, ProcessId
 from announcer.lab.node import APISERVER_STATE_ENV
@@ -139,6 +141,15 @@ def preflight(topology: Topology) -> None:
         raise LabError(f"missing on this host: {', '.join(missing)} (Debian: apt install frr)")
     if not topology.vips():
         raise LabError(f"{topology.path}: no VIPs (label announcer.lab/vips) on any node")
+    if _systemd_nodes(topology) and (lacking := sysnode.missing_tools()):
+        raise LabError(
+            f"{sysnode.INIT_LABEL}: systemd nodes need {', '.join(lacking)} "
+            "(Debian: apt install systemd-container)"
+        )
+
+
+def _systemd_nodes(topology: Topology) -> list[str]:
+    return [node for node, spec in topology.nodes.items() if sysnode.wants_systemd(spec.labels)]
 
 
 def leftovers(topology: Topology) -> list[str]:
@@ -307,6 +318,11 @@ def _start_node(
         pids = frr.start_daemons(name, daemons=daemons, config=config, log_dir=log_dir)
         for pid in pids.values():
             _note_process(record, node, pid)
+    elif sysnode.wants_systemd(spec.labels):
+        sysplane.start_control_plane(
+            topology, node, apiserver_state=apiserver_state,
+            on_spawn=lambda pid: _note_process(record, node, pid),
+        )  # fmt: skip
     elif spec.cmd:
         log = topology.node_dir(node) / "log" / "main.log"
         argv = node_command(topology, node, spec.cmd)
@@ -367,7 +383,12 @@ def down(topology: Topology, *, say: Say = print) -> float:
     procs = [p for name in names for pid in netns.netns_pids(name) if (p := netns.process_id(pid))]
     if record is not None:
         procs += [proc for proc in record.process_ids() if netns.alive(proc)]
+    # A booted node shuts down as a host does (its service drains) before anything is killed.
+    nspawns = sysnode.nspawn_pids([proc.pid for proc in procs])
+    sysnode.power_off(sorted(nspawns | {p.pid for p in procs if _is_nspawn(p.pid)}))
+    procs = [proc for proc in procs if netns.alive(proc)]
     netns.terminate(set(procs))
+    sysnode.unmount_under(topology.lab_dir)
     for name in sorted(names):
         netns.delete_netns(name)
     run_dirs = {frr.run_dir(topology.netns(node)) for node in topology.nodes}
@@ -384,6 +405,13 @@ def down(topology: Topology, *, say: Say = print) -> float:
     took = time.monotonic() - start
     say(f"lab {topology.name} is down ({len(names)} namespaces, {len(procs)} processes)")
     return took
+
+
+def _is_nspawn(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip() == "systemd-nspawn"
+    except OSError:
+        return False
 
 
 def _remove_created(created_log: Path, say: Say) -> None:

@@ -6,6 +6,7 @@ Exception
       ├── RenderError   our configuration cannot be turned into ExaBGP's (bad password file,
       │                 unusable path, a setting announcer must own)
       ├── ChannelClosed the relay connection is gone, or ExaBGP said it is shutting down
+      ├── ExabgpCannotStart  ExaBGP failed to start the same way several times in a row
       └── EventError    a line from ExaBGP that is no event we understand (logged, skipped)
 ```
 `Channel.send` also raises the builtin `TimeoutError` when no acknowledgement arrives in time.
@@ -26,6 +27,11 @@ class RenderError(SpeakerError):
 
 class ChannelClosed(SpeakerError):
     """No command can be sent: the relay disconnected or ExaBGP is shutting down."""
+
+
+class ExabgpCannotStart(SpeakerError):
+    """Starting ExaBGP failed with the same error several times in a row (an unreadable or
+    non-executable binary, a missing user): retrying will not help, and the message says why."""
 
 
 class EventError(SpeakerError):

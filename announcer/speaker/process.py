@@ -26,6 +26,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exp
 from announcer.config import Config
 from announcer.speaker import launch, peer, runtime
 from announcer.speaker.channel import MAX_LINE, Channel
+from announcer.speaker.errors import ExabgpCannotStart
 from announcer.speaker.events import Event, IPAddress, SessionEvent, Shutdown
 from announcer.speaker.render import RuntimePaths, relay_python, render_environment, render_exabgp
 from announcer.speaker.session import (
@@ -51,11 +52,14 @@ class Backoff:
     """Delays between ExaBGP restarts: `initial` doubling up to `maximum`, back to none after
     a run of at least `stable` seconds. A run of 10 s means ExaBGP started, read its config
     and kept its sessions: its next exit is a new incident, not part of a crash loop, and
-    waiting up to `maximum` for it would keep a healthy node out of service for no reason."""
+    waiting up to `maximum` for it would keep a healthy node out of service for no reason.
+    After `give_up` identical start failures in a row (ExaBGP could not even be executed)
+    the speaker fails with `ExabgpCannotStart`, naming the cause."""
 
     initial: float = 0.5
     maximum: float = 30.0
     stable: float = 10.0
+    give_up: int = 5
 
 
 class _Exited(Exception):
@@ -99,6 +103,7 @@ class Speaker:
         self._channel: Channel | None = None
         self._connections: set[asyncio.Task[object]] = set()
         self._starts = 0
+        self._start_failures: tuple[str, int] = ("", 0)  # the last start error, how often
         self._sessions = Sessions((n.address for n in config.bgp.neighbors), now=clock())
 
     @property
@@ -200,7 +205,9 @@ class Speaker:
             process = await self._launch()
         except Exception as error:
             log.error("cannot start exabgp: %s", error)
+            self._count_start_failure(str(error))
             raise _Exited(str(error), 0.0) from error
+        self._start_failures = ("", 0)
         self._process = process
         try:
             reason = await self._wait(process)
@@ -211,6 +218,13 @@ class Speaker:
             log.error("%s", reason, extra={"event": "exabgp_exit", "exabgp_pid": process.pid})
             raise _Exited(reason, self._clock() - started)
         log.info("%s", reason, extra={"event": "exabgp_exit", "exabgp_pid": process.pid})
+
+    def _count_start_failure(self, reason: str) -> None:
+        last, count = self._start_failures
+        count = count + 1 if reason == last else 1
+        self._start_failures = (reason, count)
+        if count >= self._backoff.give_up:
+            raise ExabgpCannotStart(f"exabgp cannot be started ({count} times in a row): {reason}")
 
     async def _launch(self) -> asyncio.subprocess.Process:
         # Rendered at every start, so a changed password file takes effect on a restart.
