@@ -233,7 +233,7 @@ def cleanup(config_path: Path) -> None:
     from announcer.cleanup import remove_vips
     from announcer.loopback import LoopbackError
 
-    config = _load(config_path)
+    config = load(config_path)
     try:
         removed = remove_vips(config)
     except LoopbackError as exc:
