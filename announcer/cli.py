@@ -26,8 +26,8 @@ from announcer.config import (
     render_effective,
 )
 from announcer.logs import LogFormat, configure
-from announcer.status import JSONObject, JSONValue, ProtocolError
 from announcer.status_client import DaemonUnreachable, query, render_status
+from announcer.status_protocol import JSONObject, JSONValue, ProtocolError
 
 DEFAULT_SOCKET: Final = StatusConfig().socket
 EXIT_NOT_ANNOUNCING: Final = 3

@@ -34,7 +34,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from announcer import __version__
 from announcer.config.model import ListenAddress
 from announcer.health import Health, ProbeResult, Transition
-from announcer.status import StatusSnapshot
+from announcer.status_protocol import StatusSnapshot
 
 __all__ = [
     "BUCKETS",

@@ -1,21 +1,10 @@
-"""The status socket's protocol, shared by the daemon's server and the CLI's client.
+"""The status socket's server: serves `announcer.status_protocol` on a Unix socket.
 
-One connection carries one exchange: the client writes one JSON object on one line, the
-server answers with one JSON object on one line and closes. Requests:
-
-    {"op": "status"}                  -> {"ok": true, "status": {...snapshot...}}
-    {"op": "drain", "wait": false}    -> {"ok": true, "message": "..."}
-    {"op": "undrain"}                 -> {"ok": true, "message": "..."}
-
-and any failure is `{"ok": false, "error": "..."}`. A request over `MAX_REQUEST` bytes, one
-that is not JSON, or names an unknown op gets an error answer; the server never crashes on a
-request. Times in a snapshot are Unix epoch seconds (wall clock, for humans).
-
-This module owns the request and snapshot formats and the server (`StatusServer`): the
-socket file's life, its permissions, and the limits that keep one bad or slow client from
-hurting the daemon (`MAX_REQUEST`, a read deadline, `MAX_CLIENTS` connections at a time). It
-must not decide anything: drain and undrain are the daemon's callbacks, the snapshot is the
-daemon's. The client and the human rendering are in `announcer.status_client`.
+This module owns the socket file's life, its permissions, and the limits that keep one bad
+or slow client from hurting the daemon (`MAX_REQUEST`, a read deadline, `MAX_CLIENTS`
+connections at a time). It must not decide anything: drain and undrain are the daemon's
+callbacks, the snapshot is the daemon's. The formats are in `announcer.status_protocol`, the
+client and the human rendering in `announcer.status_client`.
 """
 
 from __future__ import annotations
@@ -24,194 +13,47 @@ import asyncio
 import contextlib
 import errno
 import grp
-import json
 import logging
 import os
 import socket
 import stat
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Final, TypeAlias
 
-from announcer.health import Health
-from announcer.lifecycle import Lifecycle
+from announcer.status_protocol import (
+    MAX_REQUEST,
+    ControlError,
+    DrainRequest,
+    JSONObject,
+    ProtocolError,
+    Request,
+    StatusRequest,
+    StatusSnapshot,
+    encode_line,
+    error_response,
+    parse_request,
+)
 
 __all__ = [
     "MAX_CLIENTS",
-    "MAX_REQUEST",
     "READ_TIMEOUT",
-    "ControlError",
     "DrainHandler",
-    "DrainRequest",
-    "ExabgpStatus",
-    "JSONObject",
-    "JSONValue",
-    "NeighborStatus",
-    "ProbeStatus",
-    "ProtocolError",
-    "Request",
-    "StatusRequest",
     "StatusServer",
     "StatusServerError",
-    "StatusSnapshot",
-    "TransitionRecord",
     "UndrainHandler",
-    "UndrainRequest",
-    "VipStatus",
-    "decode_line",
-    "encode_line",
-    "error_response",
-    "parse_request",
 ]
 
-MAX_REQUEST: Final = 4096
 READ_TIMEOUT: Final = 2.0
 MAX_CLIENTS: Final = 16
-JSONValue: TypeAlias = "bool | int | float | str | list[JSONValue] | dict[str, JSONValue] | None"
-JSONObject: TypeAlias = dict[str, JSONValue]
 DrainHandler: TypeAlias = Callable[[bool], Awaitable[str]]
 UndrainHandler: TypeAlias = Callable[[], Awaitable[str]]
 
 log = logging.getLogger(__name__)
 
 
-class ProtocolError(ValueError):
-    """A line that is not a valid request or response; the message is safe to send back."""
-
-
-class ControlError(Exception):
-    """Raised by a drain/undrain handler: the request failed, the message says why."""
-
-
 class StatusServerError(OSError):
     """The status socket cannot be set up (path taken, unknown group, permissions)."""
-
-
-@dataclass(frozen=True, slots=True)
-class StatusRequest:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class DrainRequest:
-    wait: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class UndrainRequest:
-    pass
-
-
-Request: TypeAlias = StatusRequest | DrainRequest | UndrainRequest
-
-
-@dataclass(frozen=True, slots=True)
-class VipStatus:
-    prefix: str
-    announced: bool
-    reason: str  # why it is (not) announced, for humans: "health down", "drained", ...
-
-
-@dataclass(frozen=True, slots=True)
-class NeighborStatus:
-    address: str
-    state: str  # ExaBGP's word: "up", "down", "connected", or "unknown" before any event
-    since: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class ProbeStatus:
-    ok: bool
-    status: int | None
-    reason: str
-    latency_ms: float
-    at: float
-
-
-@dataclass(frozen=True, slots=True)
-class ExabgpStatus:
-    pid: int | None
-    restarts: int
-
-
-@dataclass(frozen=True, slots=True)
-class TransitionRecord:
-    at: float
-    old: str
-    new: str
-    reason: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StatusSnapshot:
-    """Everything `announcer status` shows; `transitions` are the recent ones, newest last."""
-
-    announced: bool
-    health: Health
-    health_since: float | None
-    drained: bool
-    lifecycle: Lifecycle
-    vips: tuple[VipStatus, ...]
-    neighbors: tuple[NeighborStatus, ...]
-    last_probe: ProbeStatus | None
-    exabgp: ExabgpStatus
-    transitions: tuple[TransitionRecord, ...]
-    config_error: str | None
-
-    def to_json(self) -> JSONObject:
-        result: JSONObject = json.loads(json.dumps(asdict(self), default=_enum_value))
-        return result
-
-
-def parse_request(line: bytes) -> Request:
-    """One request line from a client; raises `ProtocolError` with a message for the client."""
-    data = decode_line(line, limit=MAX_REQUEST)
-    op = data.get("op")
-    if op == "status":
-        return StatusRequest()
-    if op == "drain":
-        wait = data.get("wait", False)
-        if not isinstance(wait, bool):
-            raise ProtocolError("drain: 'wait' must be true or false")
-        return DrainRequest(wait=wait)
-    if op == "undrain":
-        return UndrainRequest()
-    raise ProtocolError(f"unknown op {_short(op)} (expected status, drain or undrain)")
-
-
-def decode_line(line: bytes, *, limit: int) -> JSONObject:
-    """One JSON object from one line of at most `limit` bytes (not counting the newline)."""
-    line = line.removesuffix(b"\n")
-    if len(line) > limit:
-        raise ProtocolError(f"line longer than {limit} bytes")
-    try:
-        data: JSONValue = json.loads(line)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise ProtocolError("not a JSON line") from None
-    if not isinstance(data, dict):
-        raise ProtocolError("not a JSON object")
-    return data
-
-
-def encode_line(message: Mapping[str, JSONValue]) -> bytes:
-    # ensure_ascii: the line stays one line whatever a reason string holds
-    return json.dumps(message, ensure_ascii=True, separators=(",", ":")).encode() + b"\n"
-
-
-def error_response(message: str) -> JSONObject:
-    return {"ok": False, "error": message}
-
-
-def _enum_value(value: object) -> object:
-    if isinstance(value, Health | Lifecycle):
-        return value.value
-    raise TypeError(f"cannot encode {type(value).__name__}")
-
-
-def _short(value: object) -> str:
-    text = json.dumps(value) if isinstance(value, str | int | float | bool | None) else "?"
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 class StatusServer:

@@ -18,7 +18,7 @@ from typing import Final, TypeVar
 
 from announcer.health import Health
 from announcer.lifecycle import Lifecycle
-from announcer.status import (
+from announcer.status_protocol import (
     ExabgpStatus,
     JSONObject,
     JSONValue,

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from announcer.lifecycle import DrainStore, DrainStoreError
+from announcer.drainstore import DrainStore, DrainStoreError
 
 
 def test_a_fresh_state_dir_is_not_drained(tmp_path: Path) -> None:

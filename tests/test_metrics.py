@@ -37,7 +37,7 @@ from announcer.metrics import (
     reason_class,
 )
 from announcer.probe import describe_failure
-from announcer.status import ExabgpStatus, NeighborStatus, StatusSnapshot, VipStatus
+from announcer.status_protocol import ExabgpStatus, NeighborStatus, StatusSnapshot, VipStatus
 
 SNAPSHOT = StatusSnapshot(
     announced=True,

@@ -15,7 +15,14 @@ import pytest
 
 from announcer.health import Health
 from announcer.lifecycle import Lifecycle
-from announcer.status import (
+from announcer.status import StatusServer, StatusServerError
+from announcer.status_client import (
+    DaemonUnreachable,
+    query,
+    render_status,
+    snapshot_from_json,
+)
+from announcer.status_protocol import (
     MAX_REQUEST,
     ControlError,
     ExabgpStatus,
@@ -23,18 +30,10 @@ from announcer.status import (
     NeighborStatus,
     ProbeStatus,
     ProtocolError,
-    StatusServer,
-    StatusServerError,
     StatusSnapshot,
     TransitionRecord,
     VipStatus,
     parse_request,
-)
-from announcer.status_client import (
-    DaemonUnreachable,
-    query,
-    render_status,
-    snapshot_from_json,
 )
 
 NOW = 1_700_000_000.0
