@@ -1,10 +1,13 @@
 """The status socket's server: serves `announcer.status_protocol` on a Unix socket.
 
 This module owns the socket file's life, its permissions, and the limits that keep one bad
-or slow client from hurting the daemon (`MAX_REQUEST`, a read deadline, `MAX_CLIENTS`
-connections at a time). It must not decide anything: drain and undrain are the daemon's
-callbacks, the snapshot is the daemon's. The formats are in `announcer.status_protocol`, the
-client and the human rendering in `announcer.status_client`.
+or slow client from hurting the daemon or locking an operator out: `MAX_REQUEST`, a read
+deadline, `MAX_CLIENTS` connections at a time and `MAX_PER_UID` per connecting uid (from
+`SO_PEERCRED`), with idle connections evicted for newcomers (`announcer.smallserver`), so
+an operator's `drain` gets in while other users hold connections open. It must not decide
+anything: drain and undrain are the daemon's callbacks, the snapshot is the daemon's. The
+formats are in `announcer.status_protocol`, the client and the human rendering in
+`announcer.status_client`.
 """
 
 from __future__ import annotations
@@ -17,10 +20,12 @@ import logging
 import os
 import socket
 import stat
+import struct
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Final, TypeAlias
 
+from announcer.smallserver import Clients, Ticket
 from announcer.status_protocol import (
     MAX_REQUEST,
     ControlError,
@@ -37,6 +42,7 @@ from announcer.status_protocol import (
 
 __all__ = [
     "MAX_CLIENTS",
+    "MAX_PER_UID",
     "READ_TIMEOUT",
     "DrainHandler",
     "StatusServer",
@@ -45,7 +51,8 @@ __all__ = [
 ]
 
 READ_TIMEOUT: Final = 2.0
-MAX_CLIENTS: Final = 16
+MAX_CLIENTS: Final = 32
+MAX_PER_UID: Final = 8
 DrainHandler: TypeAlias = Callable[[bool], Awaitable[str]]
 UndrainHandler: TypeAlias = Callable[[], Awaitable[str]]
 
@@ -76,6 +83,7 @@ class StatusServer:
         on_undrain: UndrainHandler,
         read_timeout: float = READ_TIMEOUT,
         max_clients: int = MAX_CLIENTS,
+        max_per_uid: int = MAX_PER_UID,
     ) -> None:
         self._path = path
         self._mode = mode
@@ -84,10 +92,9 @@ class StatusServer:
         self._on_drain = on_drain
         self._on_undrain = on_undrain
         self._read_timeout = read_timeout
-        self._max_clients = max_clients
+        self._clients = Clients(capacity=max_clients, per_peer=min(max_per_uid, max_clients))
         self._server: asyncio.Server | None = None
         self._inode: int | None = None
-        self._clients: set[asyncio.Task[object]] = set()
 
     @property
     def path(self) -> Path:
@@ -120,8 +127,7 @@ class StatusServer:
         server, self._server = self._server, None
         if server is not None:
             server.close()
-        for task in list(self._clients):
-            task.cancel()
+        await self._clients.close()
         if server is not None:
             await server.wait_closed()
         with contextlib.suppress(OSError):
@@ -130,26 +136,25 @@ class StatusServer:
         self._inode = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task: asyncio.Task[object] | None = asyncio.current_task()
-        if task is not None:
-            self._clients.add(task)
+        ticket = self._clients.admit(_peer_uid(writer))
         try:
-            if len(self._clients) > self._max_clients:
+            if ticket is None:
                 response = error_response("busy: too many status connections")
             else:
-                response = await self._respond(reader)
+                response = await self._respond(reader, ticket)
             writer.write(encode_line(response))
             await asyncio.wait_for(writer.drain(), self._read_timeout)
         except (OSError, TimeoutError):
             pass  # the client went away or stopped reading: nothing to tell it
         finally:
-            if task is not None:
-                self._clients.discard(task)
+            if ticket is not None:
+                ticket.release()
             writer.close()
 
-    async def _respond(self, reader: asyncio.StreamReader) -> JSONObject:
+    async def _respond(self, reader: asyncio.StreamReader, ticket: Ticket) -> JSONObject:
         try:
             line = await asyncio.wait_for(_read_line(reader), self._read_timeout)
+            ticket.reading_done()
             request = parse_request(line)
         except TimeoutError:
             return error_response(f"no complete request within {self._read_timeout:g} s")
@@ -180,6 +185,17 @@ async def _read_line(reader: asyncio.StreamReader) -> bytes:
         return exc.partial  # the client closed its side without a newline: take the line
     except asyncio.LimitOverrunError:
         raise ProtocolError(f"line longer than {MAX_REQUEST} bytes") from None
+
+
+def _peer_uid(writer: asyncio.StreamWriter) -> int | None:
+    """The connecting process's uid (SO_PEERCRED), or None if the kernel will not say."""
+    sock = writer.get_extra_info("socket")
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except (AttributeError, OSError):
+        return None
+    _, uid, _ = struct.unpack("3i", creds)
+    return int(uid)
 
 
 def _group_id(group: str | None) -> int:

@@ -45,7 +45,6 @@ __all__ = [
     "decode_line",
     "encode_line",
     "error_response",
-    "is_control",
     "parse_request",
 ]
 
@@ -178,11 +177,6 @@ def _unique_keys(pairs: list[tuple[str, JSONValue]]) -> JSONObject:
             raise ProtocolError(f"key {_short(key)} given twice")
         result[key] = value
     return result
-
-
-def is_control(request: Request) -> bool:
-    """Whether `request` changes the node (drain, undrain): it gets the reserved capacity."""
-    return isinstance(request, DrainRequest | UndrainRequest)
 
 
 def encode_line(message: Mapping[str, JSONValue]) -> bytes:
