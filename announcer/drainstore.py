@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 from pathlib import Path
 
 __all__ = ["DrainStore", "DrainStoreError"]
 
 _DRAIN_FILE = "drained"
 _DRAINED = "drained\n"
+_DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class DrainStoreError(OSError):
@@ -26,8 +29,11 @@ class DrainStore:
 
     The file exists exactly while the node is drained. It is written atomically (temporary
     file, fsync, rename, fsync of the directory) so that a crash leaves either the old or the
-    new state, never a torn one. A flag that cannot be read counts as drained: a node whose
-    operator may have drained it must not start announcing.
+    new state, never a torn one. It works relative to a descriptor of `state_dir` (which the
+    daemon checked at start-up: `announcer.config.pathcheck`), and creates the temporary
+    file exclusively and never through a symlink (O_EXCL, O_NOFOLLOW, a random name). A
+    flag that cannot be read counts as drained: a node whose operator may have drained it
+    must not start announcing.
     """
 
     def __init__(self, state_dir: Path) -> None:
@@ -40,7 +46,7 @@ class DrainStore:
 
     def is_drained(self) -> bool:
         try:
-            self._path.stat()
+            self._path.lstat()
         except FileNotFoundError:
             return False
         except OSError:
@@ -51,33 +57,31 @@ class DrainStore:
         """Persist the flag; returns once it is durable. Raises `DrainStoreError`."""
         try:
             self._dir.mkdir(mode=0o755, parents=True, exist_ok=True)
-            if drained:
-                self._write_atomically(_DRAINED)
-            else:
-                with contextlib.suppress(FileNotFoundError):
-                    self._path.unlink()
-            self._fsync_dir()
+            directory = os.open(self._dir, _DIRECTORY_FLAGS)
+            try:
+                if drained:
+                    self._write_atomically(directory, _DRAINED)
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(_DRAIN_FILE, dir_fd=directory)
+                os.fsync(directory)
+            finally:
+                os.close(directory)
         except OSError as exc:
             state = "drained" if drained else "undrained"
             raise DrainStoreError(f"cannot record {state} state in {self._path}: {exc}") from exc
 
-    def _write_atomically(self, text: str) -> None:
-        tmp = self._path.with_name(f".{_DRAIN_FILE}.{os.getpid()}.tmp")
+    def _write_atomically(self, directory: int, text: str) -> None:
+        """Temporary file (created exclusively, never through a symlink), fsync, rename."""
+        tmp = f".{_DRAIN_FILE}.{secrets.token_hex(8)}.tmp"
+        fd = os.open(tmp, _FILE_FLAGS, 0o644, dir_fd=directory)
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             try:
                 os.write(fd, text.encode())
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            tmp.replace(self._path)
+            os.replace(tmp, _DRAIN_FILE, src_dir_fd=directory, dst_dir_fd=directory)
         finally:
             with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-
-    def _fsync_dir(self) -> None:
-        fd = os.open(self._dir, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+                os.unlink(tmp, dir_fd=directory)

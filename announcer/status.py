@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Final, TypeAlias
 
+from announcer.config.pathcheck import path_problem
 from announcer.smallserver import Clients, Ticket
 from announcer.status_protocol import (
     MAX_REQUEST,
@@ -66,7 +67,8 @@ class StatusServerError(OSError):
 class StatusServer:
     """Serves the status socket at `path` until `close()`.
 
-    `start()` creates the parent directory (0755), replaces a stale socket left by a dead
+    `start()` refuses a directory another user could redirect (`announcer.config.pathcheck`),
+    creates the parent directory (0755), replaces a stale socket left by a dead
     daemon (but refuses a live one or a file that is not a socket), and gives the socket
     `mode` and `group`. Until the chmod the socket has the umask's mode, which is never wider
     than root-only for writing, and connecting needs write permission.
@@ -114,7 +116,7 @@ class StatusServer:
                 self._serve, path=self._path, limit=MAX_REQUEST + 1
             )
             self._inode = self._path.stat().st_ino
-            os.chown(self._path, -1, gid)
+            os.chown(self._path, -1, gid, follow_symlinks=False)
             self._path.chmod(self._mode)
         except OSError as exc:
             await self.close()
@@ -208,7 +210,9 @@ def _group_id(group: str | None) -> int:
 
 
 def _prepare_path(path: Path) -> None:
+    _refuse_unsafe(path.parent)
     path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    _refuse_unsafe(path.parent)  # someone may have raced the mkdir in a sticky directory
     try:
         info = path.lstat()
     except FileNotFoundError:
@@ -218,6 +222,12 @@ def _prepare_path(path: Path) -> None:
     if _is_listening(path):
         raise StatusServerError(f"another process is serving {path}")
     path.unlink()
+
+
+def _refuse_unsafe(directory: Path) -> None:
+    problem = path_problem("status.socket", directory)
+    if problem is not None:
+        raise StatusServerError(f"{problem}; refusing to create the socket there")
 
 
 def _is_listening(path: Path) -> bool:

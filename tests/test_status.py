@@ -411,6 +411,25 @@ def test_unknown_group_is_refused(tmp_path: Path) -> None:
     run(body)
 
 
+def test_a_socket_directory_others_can_write_is_refused(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    path = shared / "run" / "status.sock"
+
+    async def body() -> None:
+        with pytest.raises(StatusServerError) as caught:
+            async with serving(path):
+                pass
+        assert str(caught.value) == (
+            f"status.socket: {path.parent}: {shared} (mode 0777) is writable by group or "
+            "others; refusing to create the socket there"
+        )
+        assert not path.parent.exists()
+
+    run(body)
+
+
 def test_a_stale_socket_is_replaced(tmp_path: Path) -> None:
     path = tmp_path / "status.sock"
     stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Final
 
 from announcer.config.model import Config, IPAddress, ListenAddress
+from announcer.config.pathcheck import path_warnings
 
 IPInterface = IPv4Interface | IPv6Interface
 BGP_PORT: Final = 179
@@ -141,7 +142,7 @@ def host_warnings(config: Config, host: HostView | None = None) -> list[str]:
     if config.loopback.manage:
         warnings += _arp_warnings(config, host)
     warnings += _listener_warnings(config, host)
-    return warnings
+    return warnings + path_warnings(config)
 
 
 def _file_warnings(config: Config, host: HostView) -> list[str]:
