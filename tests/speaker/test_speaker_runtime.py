@@ -12,7 +12,7 @@ from conftest import EXABGP_USER, config_document
 from announcer.config import parse_config
 from announcer.speaker import runtime
 from announcer.speaker.errors import SpeakerError
-from announcer.speaker.render import RuntimePaths
+from announcer.speaker.render import ENVIRONMENT_FILE, RuntimePaths
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the symlink attacks need root")
 
@@ -33,7 +33,8 @@ def test_the_runtime_directory_is_prepared_in_a_safe_state_dir(shared_dir: Path)
     info = paths.directory.stat()
     assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (0, account.gid, 0o750)
     assert paths.relay.read_bytes() == Path(runtime.relay.__file__).read_bytes()
-    assert sorted(p.name for p in paths.directory.iterdir()) == ["relay.py"]
+    assert sorted(p.name for p in paths.directory.iterdir()) == ["exabgp.env", "relay.py"]
+    assert paths.environment.read_text() == ENVIRONMENT_FILE
 
 
 def test_a_state_dir_under_a_directory_others_can_write_is_refused(shared_dir: Path) -> None:
