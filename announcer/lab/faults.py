@@ -49,7 +49,9 @@ def _is_daemon(argv: tuple[str, ...]) -> bool:
 
 
 def _is_exabgp(argv: tuple[str, ...]) -> bool:
-    program = any(arg == "exabgp" or arg.endswith("/exabgp") for arg in argv[:3])
+    # `exabgp server ...`, `python -m exabgp server ...`, or through the daemon's launcher:
+    # `python -I .../nodump.py .../exabgp server ...`
+    program = any(arg == "exabgp" or arg.endswith("/exabgp") for arg in argv[:4])
     return program and "server" in argv
 
 

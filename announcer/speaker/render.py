@@ -26,6 +26,7 @@ from announcer.config.model import DEFAULT_BGP_PORT
 from announcer.speaker.errors import RenderError
 
 PROCESS: Final = "relay"
+NODUMP: Final = "nodump.py"  # ExaBGP's launcher, in the runtime directory
 REDACTED: Final = "<redacted>"
 SYSTEM_PYTHON: Final = Path("/usr/bin/python3")
 GTSM_TTL: Final = 255  # RFC 5082: send with 255, accept only 255 from a directly connected peer
@@ -70,6 +71,7 @@ class RuntimePaths:
     config: Path
     socket: Path
     environment: Path  # the settings file ExaBGP is pointed at (EXABGP_ENVFILE)
+    launcher: Path  # announcer.speaker.nodump's copy, which ExaBGP is started through
 
     @classmethod
     def of(cls, config: Config) -> RuntimePaths:
@@ -80,6 +82,7 @@ class RuntimePaths:
             config=directory / "exabgp.conf",
             socket=directory / "relay.sock",
             environment=directory / "exabgp.env",
+            launcher=directory / NODUMP,
         )
 
 
@@ -124,7 +127,7 @@ def render_exabgp(config: Config, *, redact: bool, python: Path | None = None) -
 def _process(config: Config, paths: RuntimePaths, python: Path) -> list[str]:
     if len(str(paths.socket).encode()) > MAX_SOCKET_PATH:
         raise RenderError(f"state_dir: the relay socket {paths.socket} is too long a path")
-    words = [str(python), "-I", str(paths.relay), str(paths.socket)]
+    words = [str(python), "-I", "-S", str(paths.relay), str(paths.socket)]
     for word in words:
         if not _PLAIN_WORD.fullmatch(word):
             raise RenderError(f"{word!r}: ExaBGP cannot run a path with spaces or punctuation")

@@ -1,8 +1,9 @@
 """The files ExaBGP's unprivileged user needs, written where it can read them and no one else.
 
-`<state_dir>/exabgp/` (0750, root:<user's group>) holds the relay's copy and ExaBGP's empty
-settings file, exabgp.env (0644: their content is public), exabgp.conf (0640, root:<user's
-group>: it holds the MD5 passwords) and the relay's socket (0660, root:<user's group>).
+`<state_dir>/exabgp/` (0750, root:<user's group>) holds the relay's copy, ExaBGP's launcher
+nodump.py and its empty settings file exabgp.env (0644: their content is public),
+exabgp.conf (0640, root:<user's group>: it holds the MD5 passwords) and the relay's socket
+(0660, root:<user's group>).
 Files are replaced atomically, never rewritten in place, and never through a symlink:
 `state_dir` must pass `announcer.config.pathcheck` (root's, not writable by others), and
 the files are created relative to a directory descriptor with O_NOFOLLOW and O_EXCL.
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from announcer.config.pathcheck import path_problem
-from announcer.speaker import relay
+from announcer.speaker import nodump, relay
 from announcer.speaker.errors import SpeakerError
 from announcer.speaker.render import ENVIRONMENT_FILE, RuntimePaths
 
@@ -68,6 +69,7 @@ def prepare(paths: RuntimePaths, account: Account) -> None:
             _own_fd(fd, account, DIRECTORY_MODE)
     _check_reachable(state_dir, account)
     write_file(paths.relay, Path(relay.__file__).read_bytes(), account=None, mode=RELAY_MODE)
+    write_file(paths.launcher, Path(nodump.__file__).read_bytes(), account=None, mode=RELAY_MODE)
     write_file(paths.environment, ENVIRONMENT_FILE.encode(), account=None, mode=RELAY_MODE)
 
 

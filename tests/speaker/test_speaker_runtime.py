@@ -33,7 +33,11 @@ def test_the_runtime_directory_is_prepared_in_a_safe_state_dir(shared_dir: Path)
     info = paths.directory.stat()
     assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (0, account.gid, 0o750)
     assert paths.relay.read_bytes() == Path(runtime.relay.__file__).read_bytes()
-    assert sorted(p.name for p in paths.directory.iterdir()) == ["exabgp.env", "relay.py"]
+    assert sorted(p.name for p in paths.directory.iterdir()) == [
+        "exabgp.env",
+        "nodump.py",
+        "relay.py",
+    ]
     assert paths.environment.read_text() == ENVIRONMENT_FILE
 
 
