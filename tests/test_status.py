@@ -581,3 +581,16 @@ def test_render_status_aligns_neighbors_and_names_a_failed_probe() -> None:
     assert any(line.startswith("last probe: failed: http 500: etcd, 4.0 ms") for line in lines)
     assert any(line.startswith("  192.0.2.1      up since ") for line in lines)
     assert any(line.startswith("  2001:db8:1::1  down since ") for line in lines)
+
+
+def test_the_protocol_imports_no_server_asyncio_or_yaml() -> None:
+    """`announcer status` speaks the protocol; it must not pay for the daemon's server."""
+    code = (
+        "import sys, announcer.status_protocol, announcer.status_client\n"
+        "heavy = ('asyncio', 'yaml', 'announcer.status', 'announcer.daemon')\n"
+        "print(' '.join(m for m in heavy if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert done.stdout.strip() == ""
