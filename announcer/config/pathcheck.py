@@ -58,7 +58,7 @@ def _walk(path: Path, owners: frozenset[int], *, links: int) -> str | None:
         except OSError as error:
             return f"cannot check {current}: {error.strerror}"
         if stat.S_ISLNK(info.st_mode):
-            return _follow(current, info, path.parts[index + 1 :], owners, links=links)
+            return _follow(current, info, path.parts[index + 1 :], owners=owners, links=links)
         problem = _directory_problem(current, info, owners)
         if problem is not None:
             return problem
@@ -66,7 +66,7 @@ def _walk(path: Path, owners: frozenset[int], *, links: int) -> str | None:
 
 
 def _follow(
-    link: Path, info: os.stat_result, rest: tuple[str, ...], owners: frozenset[int], *, links: int
+    link: Path, info: os.stat_result, rest: tuple[str, ...], *, owners: frozenset[int], links: int
 ) -> str | None:
     if info.st_uid not in owners:
         return f"{link} is a symlink owned by uid {info.st_uid}, not root"
