@@ -7,7 +7,6 @@ import stat
 from pathlib import Path
 
 import pytest
-from conftest import EXABGP_USER, config_document
 
 from announcer.config import parse_config
 from announcer.speaker import runtime
@@ -15,10 +14,21 @@ from announcer.speaker.errors import SpeakerError
 from announcer.speaker.render import ENVIRONMENT_FILE, RuntimePaths
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the symlink attacks need root")
+EXABGP_USER = "nobody"
 
 
 def paths_for(state_dir: Path) -> RuntimePaths:
-    return RuntimePaths.of(parse_config(config_document(state_dir)))
+    document = {
+        "vips": ["198.51.100.10/32"],
+        "bgp": {
+            "router_id": "192.0.2.2",
+            "local_as": 65100,
+            "neighbors": [{"address": "192.0.2.1", "peer_as": 65000}],
+        },
+        "state_dir": str(state_dir),
+        "exabgp": {"user": EXABGP_USER},
+    }
+    return RuntimePaths.of(parse_config(document))
 
 
 def snapshot(directory: Path) -> tuple[int, int, list[str]]:
