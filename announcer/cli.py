@@ -36,7 +36,7 @@ from announcer.config.model import DEFAULT_PATH, LogFormat
 
 if TYPE_CHECKING:
     from announcer.config.model import Config
-    from announcer.status import JSONObject, JSONValue
+    from announcer.status_protocol import JSONObject, JSONValue
 
 EXIT_NOT_ANNOUNCING: Final = 3
 EXIT_USAGE: Final = 64

@@ -22,9 +22,10 @@ import logging
 from typing import TYPE_CHECKING, Final
 
 from announcer.config import Config, ConfigError, load_config
-from announcer.lifecycle import DrainStoreError, Lifecycle
+from announcer.drainstore import DrainStoreError
+from announcer.lifecycle import Lifecycle
 from announcer.speaker import Speaker, SpeakerError, render_exabgp
-from announcer.status import ControlError
+from announcer.status_protocol import ControlError
 
 if TYPE_CHECKING:
     from announcer.daemon import Daemon

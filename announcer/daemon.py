@@ -37,7 +37,8 @@ from announcer.checker import ApiserverCheck
 from announcer.config import Config, LoopbackConfig
 from announcer.control import Control
 from announcer.decide import Clock, DecisionLoop, LoopClock
-from announcer.lifecycle import DrainStore, Lifecycle
+from announcer.drainstore import DrainStore
+from announcer.lifecycle import Lifecycle
 from announcer.loopback import Loopback, LoopbackError
 from announcer.metrics import Metrics, MetricsServer
 from announcer.reconcile import Reconciler, SinkFailure
@@ -55,7 +56,8 @@ from announcer.speaker import (
     SpeakerStatus,
 )
 from announcer.state import NodeState
-from announcer.status import StatusServer, StatusServerError, StatusSnapshot
+from announcer.status import StatusServer, StatusServerError
+from announcer.status_protocol import StatusSnapshot
 
 __all__ = ["ACK_TIMEOUT", "EXIT_FAILURE", "EXIT_OK", "Daemon", "Seams", "run_daemon"]
 

@@ -15,7 +15,9 @@ neighbors come from the configuration.
 
 `MetricsServer` answers `GET /metrics` on the configured address from the daemon's own event
 loop: a scrape is one snapshot and one encoding (about a millisecond), with no thread and
-no lock, and a connection is bounded in size, time and number, like the status socket's.
+no lock, and a connection is bounded in size, time and number, per client address too, with
+idle connections evicted for newcomers (`announcer.smallserver`), so idle connections cannot
+starve a scraper.
 Must not: decide or change anything, nor wait on anything but its own clients.
 """
 
@@ -34,12 +36,14 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from announcer import __version__
 from announcer.config.model import ListenAddress
 from announcer.health import Health, ProbeResult, Transition
-from announcer.status import StatusSnapshot
+from announcer.smallserver import Clients
+from announcer.status_protocol import StatusSnapshot
 
 __all__ = [
     "BUCKETS",
     "MAX_CLIENTS",
     "MAX_HEAD",
+    "MAX_PER_ADDRESS",
     "READ_TIMEOUT",
     "REASONS",
     "Metrics",
@@ -82,8 +86,9 @@ _TRANSITIONS: Final = (
     (Health.FALLING, Health.DOWN),
 )
 MAX_HEAD: Final = 8192
-READ_TIMEOUT: Final = 5.0
-MAX_CLIENTS: Final = 8
+READ_TIMEOUT: Final = 2.0
+MAX_CLIENTS: Final = 64
+MAX_PER_ADDRESS: Final = 16
 
 
 def reason_class(result: ProbeResult) -> str:
@@ -232,7 +237,7 @@ class MetricsServer:
         self._metrics = metrics
         self._listen = listen
         self._server: asyncio.Server | None = None
-        self._clients: set[asyncio.Task[object]] = set()
+        self._clients = Clients(capacity=MAX_CLIENTS, per_peer=MAX_PER_ADDRESS)
 
     @property
     def port(self) -> int:
@@ -256,20 +261,19 @@ class MetricsServer:
         if server is None:
             return
         server.close()
-        for task in list(self._clients):
-            task.cancel()
-        await asyncio.gather(*self._clients, return_exceptions=True)
+        await self._clients.close()
         await server.wait_closed()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is None or len(self._clients) >= MAX_CLIENTS:
+        peer = writer.get_extra_info("peername")
+        ticket = self._clients.admit(peer[0] if isinstance(peer, tuple) else None)
+        if ticket is None:
             writer.close()
             return
-        self._clients.add(task)
         try:
             async with asyncio.timeout(READ_TIMEOUT):
                 head = await reader.readuntil(b"\r\n\r\n")
+                ticket.reading_done()
                 writer.write(self._answer(head))
                 await writer.drain()
         except (
@@ -280,7 +284,7 @@ class MetricsServer:
         ):
             pass  # a slow, oversized or vanished client: just hang up
         finally:
-            self._clients.discard(task)
+            ticket.release()
             writer.close()
 
     def _answer(self, head: bytes) -> bytes:

@@ -18,7 +18,7 @@ from announcer.lifecycle import Lifecycle
 from announcer.reconcile import Reconciler
 from announcer.speaker import SpeakerStatus
 from announcer.state import NodeState
-from announcer.status import (
+from announcer.status_protocol import (
     ExabgpStatus,
     NeighborStatus,
     ProbeStatus,

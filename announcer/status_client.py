@@ -2,9 +2,9 @@
 
 It owns connecting with a deadline, reading the one answer line, turning every way of not
 getting an answer into `DaemonUnreachable` (the CLI's exit code 1), decoding a snapshot back
-into `announcer.status.StatusSnapshot`, and `render_status`, the one-screen text of
+into `announcer.status_protocol.StatusSnapshot`, and `render_status`, the one-screen text of
 `announcer status`. It must not decide the exit code (the CLI does, from `announced`) nor
-speak any protocol but `announcer.status`'s.
+speak any protocol but `announcer.status_protocol`'s.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Final, TypeVar
 
 from announcer.health import Health
 from announcer.lifecycle import Lifecycle
-from announcer.status import (
+from announcer.status_protocol import (
     ExabgpStatus,
     JSONObject,
     JSONValue,

@@ -34,7 +34,8 @@ from announcer.config.model import Community, LargeCommunity
 from announcer.lab.pki import LabPki, write_lab_pki
 from announcer.routes import Route, RouteError, render_announce, render_withdraw
 from announcer.speaker import Channel, RenderError, render_environment, render_exabgp
-from announcer.status import MAX_CLIENTS, MAX_REQUEST
+from announcer.status import MAX_CLIENTS
+from announcer.status_protocol import MAX_REQUEST
 
 INJECTION = "neighbor 192.0.2.1 announce route 10.0.0.0/8 next-hop self"
 BAD_CHARS = ["\n", "\r", "\r\n", "\x00", "\t", "\x0b", "\x0c", "\x1b", "\x7f", "\x85", "\u2028"]

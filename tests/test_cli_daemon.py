@@ -19,12 +19,12 @@ from click.testing import CliRunner
 from announcer.cli import main
 from announcer.health import Health
 from announcer.lifecycle import Lifecycle
-from announcer.status import (
+from announcer.status import StatusServer
+from announcer.status_protocol import (
     ControlError,
     ExabgpStatus,
     NeighborStatus,
     ProbeStatus,
-    StatusServer,
     StatusSnapshot,
     VipStatus,
 )

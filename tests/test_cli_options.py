@@ -4,7 +4,6 @@ format taken from the configuration."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import socket
@@ -205,8 +204,7 @@ def test_run_takes_the_log_format_from_the_configuration(
 
 def test_status_imports_nothing_heavy(tmp_path: Path) -> None:
     heavy = ["yaml", "pyroute2", "prometheus_client", "httpx", "announcer.daemon"]
-    if importlib.util.find_spec("announcer.status_protocol") is not None:
-        heavy += ["asyncio", "announcer.status"]  # the protocol without the server
+    heavy += ["asyncio", "announcer.status"]  # the protocol without the server
     code = (
         "import sys\n"
         "from announcer.cli import main\n"

@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from announcer.health import Health, ProbeResult
 from announcer.lifecycle import Lifecycle
 from announcer.metrics import Metrics
-from announcer.status import ExabgpStatus, NeighborStatus, StatusSnapshot, VipStatus
+from announcer.status_protocol import ExabgpStatus, NeighborStatus, StatusSnapshot, VipStatus
 
 ROOT = Path(__file__).parent.parent
 RULES = ROOT / "config" / "prometheus" / "announcer.rules.yml"

@@ -23,17 +23,18 @@ import yaml
 from announcer.config import load_config
 from announcer.config.model import VipNetwork
 from announcer.daemon import EXIT_FAILURE, EXIT_OK, Daemon, Seams
+from announcer.drainstore import DrainStore
 from announcer.health import Health
 from announcer.lab.apiserver.credentials import server_tls_context
 from announcer.lab.apiserver.listen import ListenAddress
 from announcer.lab.apiserver.server import FakeApiserver
 from announcer.lab.apiserver.states import State
 from announcer.lab.pki import LabPki, write_lab_pki
-from announcer.lifecycle import DrainStore, Lifecycle
+from announcer.lifecycle import Lifecycle
 from announcer.routes import GRACEFUL_SHUTDOWN_COMMUNITY
 from announcer.speaker import Backoff
-from announcer.status import JSONObject, StatusSnapshot
 from announcer.status_client import query, snapshot_from_json
+from announcer.status_protocol import JSONObject, StatusSnapshot
 
 HERE = Path(__file__).parent
 DEADLINE = 10.0

@@ -29,6 +29,7 @@ from announcer.lab.apiserver.states import State
 from announcer.lab.pki import LabPki, write_lab_pki
 from announcer.lifecycle import Lifecycle
 from announcer.metrics import (
+    MAX_CLIENTS,
     MAX_HEAD,
     REASONS,
     Metrics,
@@ -37,7 +38,7 @@ from announcer.metrics import (
     reason_class,
 )
 from announcer.probe import describe_failure
-from announcer.status import ExabgpStatus, NeighborStatus, StatusSnapshot, VipStatus
+from announcer.status_protocol import ExabgpStatus, NeighborStatus, StatusSnapshot, VipStatus
 
 SNAPSHOT = StatusSnapshot(
     announced=True,
@@ -298,6 +299,25 @@ def test_a_stuck_or_oversized_client_does_not_hold_up_a_scrape() -> None:
                     assert (await client.get("/metrics")).status_code == 200
             finally:
                 silent.close()
+
+    asyncio.run(test())
+
+
+def test_idle_connections_cannot_starve_a_scraper() -> None:
+    """More idle connections than the server has slots, from the scraper's own address."""
+
+    async def test() -> None:
+        metrics = Metrics(snapshot=lambda: SNAPSHOT, exabgp_restarts=lambda: 0)
+        async with serving(metrics) as base:
+            host, port = base.removeprefix("http://").split(":")
+            idle = [await asyncio.open_connection(host, int(port)) for _ in range(MAX_CLIENTS + 8)]
+            try:
+                async with httpx.AsyncClient(base_url=base, timeout=2) as client:
+                    for _ in range(3):
+                        assert (await client.get("/metrics")).status_code == 200
+            finally:
+                for _, writer in idle:
+                    writer.close()
 
     asyncio.run(test())
 

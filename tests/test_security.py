@@ -128,8 +128,42 @@ def test_exabgp_and_its_relay_run_unprivileged(base: Path, pki: LabPki) -> None:
                 assert status["Gid"].split() == [str(account.pw_gid)] * 4, pid
                 assert status["Groups"].strip() == "", pid
                 assert int(status["CapEff"], 16) == 0 and int(status["CapPrm"], 16) == 0, pid
+                # non-dumpable: no other process of exabgp.user can open their API pipes
+                assert fd_directory_owner(pid) == 0, pid
+                assert open_fds_as(account.pw_uid, pid) == [], pid
 
     asyncio.run(test())
+
+
+OPEN_FDS = """
+import os, sys
+opened = []
+for fd in range(64):
+    try:
+        os.close(os.open(f"/proc/{sys.argv[1]}/fd/{fd}", os.O_RDONLY | os.O_NONBLOCK))
+        opened.append(str(fd))
+    except OSError:
+        pass
+print(" ".join(opened))
+"""
+
+
+def fd_directory_owner(pid: int) -> int:
+    """Root for a non-dumpable process, else its own uid."""
+    return Path(f"/proc/{pid}/fd").stat().st_uid
+
+
+def open_fds_as(uid: int, pid: int) -> list[str]:
+    """Which of process `pid`'s descriptors a process of `uid` can open through /proc."""
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", OPEN_FDS, str(pid)],
+        user=uid,
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=True,
+    )
+    return done.stdout.split()
 
 
 # --- secrets ----------------------------------------------------------------------------------

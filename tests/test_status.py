@@ -7,6 +7,9 @@ import json
 import os
 import socket
 import stat
+import subprocess
+import sys
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -15,7 +18,14 @@ import pytest
 
 from announcer.health import Health
 from announcer.lifecycle import Lifecycle
-from announcer.status import (
+from announcer.status import MAX_CLIENTS, MAX_PER_UID, StatusServer, StatusServerError
+from announcer.status_client import (
+    DaemonUnreachable,
+    query,
+    render_status,
+    snapshot_from_json,
+)
+from announcer.status_protocol import (
     MAX_REQUEST,
     ControlError,
     ExabgpStatus,
@@ -23,18 +33,10 @@ from announcer.status import (
     NeighborStatus,
     ProbeStatus,
     ProtocolError,
-    StatusServer,
-    StatusServerError,
     StatusSnapshot,
     TransitionRecord,
     VipStatus,
     parse_request,
-)
-from announcer.status_client import (
-    DaemonUnreachable,
-    query,
-    render_status,
-    snapshot_from_json,
 )
 
 NOW = 1_700_000_000.0
@@ -61,15 +63,18 @@ SNAPSHOT = StatusSnapshot(
 
 
 class Control:
-    """Records drain/undrain calls; `fail` makes the next call raise."""
+    """Records drain/undrain calls; `fail` makes the next call raise, `block` holds drains."""
 
     def __init__(self) -> None:
         self.calls: list[str] = []
         self.fail: Exception | None = None
+        self.block: asyncio.Event | None = None
 
     async def drain(self, wait: bool) -> str:
         self.calls.append(f"drain wait={wait}")
         self._maybe_fail()
+        if self.block is not None:
+            await self.block.wait()
         return "drained" if wait else "draining"
 
     async def undrain(self) -> str:
@@ -90,13 +95,14 @@ async def serving(
     control = control or Control()
     server = StatusServer(
         path,
-        mode=0o600,
+        mode=int(options.get("mode", 0o600)),
         group=None,
         snapshot=lambda: SNAPSHOT,
         on_drain=control.drain,
         on_undrain=control.undrain,
         read_timeout=options.get("read_timeout", 2.0),
-        max_clients=int(options.get("max_clients", 16)),
+        max_clients=int(options.get("max_clients", MAX_CLIENTS)),
+        max_per_uid=int(options.get("max_per_uid", MAX_PER_UID)),
     )
     await server.start()
     try:
@@ -254,15 +260,102 @@ def test_a_slow_client_is_cut_off_and_does_not_block_others(tmp_path: Path) -> N
 
 
 def test_connections_beyond_the_limit_are_told_busy(tmp_path: Path) -> None:
+    """Busy only when every slot holds a request being answered (here a blocked drain)."""
     path = tmp_path / "status.sock"
+    control = Control()
 
     async def body() -> None:
-        async with serving(path, max_clients=1, read_timeout=5.0) as server:
-            _, holder = await asyncio.open_unix_connection(path)
-            await _until(lambda: server.connections == 1)
+        async with serving(path, control, max_clients=1, read_timeout=5.0) as server:
+            release = asyncio.Event()
+            control.block = release
+            held = asyncio.create_task(ask(path, {"op": "drain", "wait": True}))
+            await _until(lambda: control.calls == ["drain wait=True"])
             busy = await exchange(path, b'{"op": "status"}\n')
-            holder.close()
+            release.set()
+            assert (await held)["ok"] is True
+            assert server.connections <= 1
         assert busy == {"ok": False, "error": "busy: too many status connections"}
+
+    run(body)
+
+
+def test_idle_connections_never_lock_an_operator_out(tmp_path: Path) -> None:
+    """More idle connections than the server has slots: a drain still gets in."""
+    path = tmp_path / "status.sock"
+    control = Control()
+
+    async def body() -> None:
+        async with serving(path, control, read_timeout=5.0) as server:
+            idle = [await asyncio.open_unix_connection(path) for _ in range(2 * MAX_CLIENTS)]
+            try:
+                await _until(lambda: server.connections >= MAX_PER_UID)
+                answer = await ask(path, {"op": "drain", "wait": False})
+            finally:
+                for _, writer in idle:
+                    writer.close()
+        assert answer == {"ok": True, "message": "draining"}
+        assert control.calls == ["drain wait=False"]
+
+    run(body)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to connect as another uid")
+def test_one_uid_cannot_take_every_slot() -> None:
+    """A uid holding its limit of answered-but-slow requests is told busy; others are not."""
+    control = Control()
+
+    async def body(path: Path) -> None:
+        async with serving(
+            path, control, read_timeout=5.0, max_clients=4, max_per_uid=2, mode=0o666
+        ):
+            release = asyncio.Event()
+            control.block = release
+            held = [asyncio.create_task(ask(path, {"op": "drain", "wait": True})) for _ in "ab"]
+            await _until(lambda: len(control.calls) == 2)
+            own = await exchange(path, b'{"op": "status"}\n')
+            other = await asyncio.to_thread(_ask_as_nobody, path)
+            release.set()
+            await asyncio.gather(*held)
+        assert own == {"ok": False, "error": "busy: too many status connections"}
+        assert other["ok"] is True
+
+    with tempfile.TemporaryDirectory(prefix="announcer-status-") as scratch:
+        Path(scratch).chmod(0o755)  # the socket's directory must be reachable by nobody
+        run(lambda: body(Path(scratch) / "status.sock"))
+
+
+def _ask_as_nobody(path: Path) -> JSONObject:
+    """One status request from a process running as `nobody`."""
+    ask = (
+        "import socket, sys\n"
+        "s = socket.socket(socket.AF_UNIX)\n"
+        "s.settimeout(5)\n"
+        "s.connect(sys.argv[1])\n"
+        's.sendall(b\'{"op": "status"}\\n\')\n'
+        "sys.stdout.buffer.write(s.makefile('rb').readline())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", ask, str(path)],
+        user=65534,
+        group=65534,
+        capture_output=True,
+        timeout=10,
+        check=True,
+    )
+    result = json.loads(done.stdout)
+    assert isinstance(result, dict)
+    return result
+
+
+def test_a_repeated_key_is_an_error_not_the_last_value(tmp_path: Path) -> None:
+    path = tmp_path / "status.sock"
+    control = Control()
+
+    async def body() -> None:
+        async with serving(path, control):
+            answer = await exchange(path, b'{"op": "status", "op": "drain"}\n')
+        assert answer == {"ok": False, "error": 'key "op" given twice'}
+        assert control.calls == []
 
     run(body)
 
@@ -314,6 +407,25 @@ def test_unknown_group_is_refused(tmp_path: Path) -> None:
         with pytest.raises(StatusServerError, match="group 'no-such-group-announcer'"):
             await server.start()
         assert not path.exists()
+
+    run(body)
+
+
+def test_a_socket_directory_others_can_write_is_refused(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    path = shared / "run" / "status.sock"
+
+    async def body() -> None:
+        with pytest.raises(StatusServerError) as caught:
+            async with serving(path):
+                pass
+        assert str(caught.value) == (
+            f"status.socket: {path.parent}: {shared} (mode 0777) is writable by group or "
+            "others; refusing to create the socket there"
+        )
+        assert not path.parent.exists()
 
     run(body)
 
@@ -469,3 +581,16 @@ def test_render_status_aligns_neighbors_and_names_a_failed_probe() -> None:
     assert any(line.startswith("last probe: failed: http 500: etcd, 4.0 ms") for line in lines)
     assert any(line.startswith("  192.0.2.1      up since ") for line in lines)
     assert any(line.startswith("  2001:db8:1::1  down since ") for line in lines)
+
+
+def test_the_protocol_imports_no_server_asyncio_or_yaml() -> None:
+    """`announcer status` speaks the protocol; it must not pay for the daemon's server."""
+    code = (
+        "import sys, announcer.status_protocol, announcer.status_client\n"
+        "heavy = ('asyncio', 'yaml', 'announcer.status', 'announcer.daemon')\n"
+        "print(' '.join(m for m in heavy if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert done.stdout.strip() == ""

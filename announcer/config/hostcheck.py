@@ -24,6 +24,7 @@ from typing import Final
 
 from announcer.config.errors import ConfigError
 from announcer.config.model import Config, IPAddress, ListenAddress, VipNetwork
+from announcer.config.pathcheck import path_errors
 from announcer.config.unitcheck import unit_warnings
 from announcer.config.useraccess import EXECUTE, READ, interpreter, nearest_existing, user_can
 
@@ -191,7 +192,7 @@ def _host_errors(config: Config, host: HostView) -> list[ConfigError]:
     if config.loopback.manage and not host.interface_exists(interface):
         reason = "is not an interface on this host: the VIPs could not be added"
         errors.append(ConfigError("loopback.interface", reason, value=interface))
-    return errors
+    return errors + path_errors(config)
 
 
 def _exabgp_access_errors(config: Config, host: HostView) -> list[ConfigError]:

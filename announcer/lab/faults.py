@@ -16,6 +16,7 @@ It must not decide what a fault should cause (that is the matrix's) nor watch r1
 from __future__ import annotations
 
 import os
+import pwd
 import signal
 import subprocess
 import time
@@ -49,8 +50,14 @@ def _is_daemon(argv: tuple[str, ...]) -> bool:
 
 
 def _is_exabgp(argv: tuple[str, ...]) -> bool:
-    program = any(arg == "exabgp" or arg.endswith("/exabgp") for arg in argv[:3])
+    # `exabgp server ...`, `python -m exabgp server ...`, or through the daemon's launcher:
+    # `python -I .../nodump.py .../exabgp server ...`
+    program = any(arg == "exabgp" or arg.endswith("/exabgp") for arg in argv[:4])
     return program and "server" in argv
+
+
+def _is_relay(argv: tuple[str, ...]) -> bool:
+    return any(arg.endswith("/relay.py") for arg in argv[:4])
 
 
 def _is_apiserver(argv: tuple[str, ...]) -> bool:
@@ -68,6 +75,7 @@ ROLES: dict[str, Callable[[tuple[str, ...]], bool]] = {
     "node": _is_node,
     "daemon": _is_daemon,
     "exabgp": _is_exabgp,
+    "relay": _is_relay,
     "apiserver": _is_apiserver,
 }
 
@@ -110,6 +118,42 @@ def send(topology: Topology, node: str, role: str, sig: signal.Signals) -> int:
         raise FaultError(f"{node}: no {role} process to send {sig.name} to")
     kill(proc.pid, sig)
     return proc.pid
+
+
+_WRITE_AS = """
+import sys
+try:
+    with open(sys.argv[1], "w") as target:
+        target.write(sys.argv[2])
+except OSError as error:
+    print(error.strerror)
+else:
+    print("written")
+"""
+
+
+def forge_into_relay(topology: Topology, node: str, user: str, *, fd: int, line: str) -> str:
+    """Write `line` into descriptor `fd` of `node`'s relay through /proc/<relay>/fd, as a
+    process of `user` (ExaBGP's) would: "written", or why not (the error's text)."""
+    relay = find(topology, node, "relay")
+    if relay is None:
+        raise FaultError(f"{node}: no relay process to write to")
+    try:
+        account = pwd.getpwnam(user)
+    except KeyError:
+        raise FaultError(f"{node}: no user {user!r} to write as") from None
+    argv = ["/usr/bin/python3", "-I", "-c", _WRITE_AS, f"/proc/{relay.pid}/fd/{fd}", line]
+    result = subprocess.run(
+        argv,
+        user=account.pw_uid,
+        group=account.pw_gid,
+        extra_groups=[],
+        capture_output=True,
+        text=True,
+        timeout=5.0,
+        check=False,
+    )
+    return result.stdout.strip() or result.stderr.strip()[-200:] or f"exit {result.returncode}"
 
 
 def kill(pid: int, sig: signal.Signals) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import signal
 import time
 from collections.abc import Callable
@@ -254,6 +255,43 @@ def drain_restart(t: Trial, node: str) -> list[Finding]:
     found.append(Finding(f"stayed out {now() - t1:.1f} s" if stayed else "came back", stayed))
     undrain = lambda: faults.drain(t.topology, node, undo=True)  # noqa: E731
     return [*found, back(t, node, undrain, b.rise)]
+
+
+FORGED_ROUTE = "203.0.113.66/32"
+FORGED = "both refused; " + FORGED_ROUTE + " never on r1; sessions still up in status"
+
+
+@fault("commands forged into the relay's pipes (as exabgp.user)", FORGED, "cp1")
+def forged_relay_input(t: Trial, node: str) -> list[Finding]:
+    """What any process of ExaBGP's user could try: a command into the relay's stdout (read
+    by ExaBGP) and a forged session event into its stdin (read by the daemon)."""
+    user = t.configs[node].exabgp.user
+    peer = t.configs[node].bgp.neighbors[0].address
+    state = {"type": "state", "neighbor": {"address": {"peer": str(peer)}, "state": "down"}}
+    forgeries = {
+        1: f"neighbor {peer} announce route {FORGED_ROUTE} next-hop self\n",
+        0: json.dumps(state) + "\n",
+    }
+    found = []
+    for fd, line in forgeries.items():
+        outcome = faults.forge_into_relay(t.topology, node, user, fd=fd, line=line)
+        found.append(Finding(f"fd {fd}: {outcome}", outcome != "written"))
+    found.append(t.observe(2.0))
+    foreign = t.rib_foreign()
+    found.append(Finding(f"foreign on r1: {', '.join(foreign) or 'none'}", not foreign))
+    found.append(sessions_up(t, node))
+    if found[0].ok:
+        return found
+    undo = f"neighbor {peer} withdraw route {FORGED_ROUTE}\n"  # leave the lab clean
+    faults.forge_into_relay(t.topology, node, user, fd=1, line=undo)
+    return found
+
+
+def sessions_up(t: Trial, node: str) -> Finding:
+    neighbors = t.status(node).get("neighbors")
+    listed = neighbors if isinstance(neighbors, list) else []
+    states = [n.get("state") for n in listed if isinstance(n, dict)]
+    return Finding(f"sessions in status: {', '.join(map(str, states))}", set(states) == {"up"})
 
 
 # ---- configuration --------------------------------------------------------------------------

@@ -6,6 +6,15 @@ holds root. Changing credentials clears a process's parent-death signal, and CPy
 then preexec_fn), so `preexec_fn` sets PR_SET_PDEATHSIG=SIGKILL last: when the daemon dies,
 even by SIGKILL, the kernel kills ExaBGP at once.
 
+A Python `argv[0]` (ExaBGP's entry script) runs through the launcher `nodump.py` (a copy in
+the runtime directory, which is `cwd`) under the interpreter of its `#!` line: it sets
+PR_SET_DUMPABLE 0 inside the new process (exec resets it, so the daemon cannot do it from
+outside) before running ExaBGP, so no other process of ExaBGP's user can open its API pipes
+through /proc. Any other program runs as it is, dumpable, and the daemon then refuses its
+relay (`announcer.speaker.peer`). Since the launcher reads the script rather than executing
+it, `launch` first refuses, as exec would, a script its user may not execute (EACCES), so an
+ExaBGP its user cannot run stays a start failure the supervisor can name.
+
 Must not: restart, decide anything, or leave an output pipe unread (ExaBGP blocks once 64 KiB
 of its output wait in a pipe, and its keepalives stop).
 """
@@ -14,19 +23,25 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import errno
 import logging
 import os
+import shutil
 import signal
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
+from announcer.config.useraccess import EXECUTE, user_can
+from announcer.speaker.render import NODUMP
 from announcer.speaker.runtime import Account
 
 exabgp_log = logging.getLogger("announcer.exabgp")
+log = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG: Final = 1
 MAX_LOG_LINE: Final = 4096
+_MAX_SHEBANG: Final = 256
 _LIBC = ctypes.CDLL(None, use_errno=True)
 
 
@@ -43,12 +58,54 @@ def die_with(parent: int) -> Callable[[], None]:
     return preexec
 
 
+def without_dumps(argv: Sequence[str], *, launcher: Path) -> list[str]:
+    """`argv` run through `launcher` (non-dumpable) when `argv[0]` is a Python script."""
+    interpreter = script_interpreter(Path(argv[0]))
+    if interpreter is None:
+        log.warning(
+            "exabgp.binary %s is not a Python script: ExaBGP runs dumpable and its relay will "
+            "be refused",
+            argv[0],
+        )
+        return list(argv)
+    return [str(interpreter), "-I", str(launcher), *argv]
+
+
+def _refuse_unexecutable(program: Path, account: Account) -> None:
+    """What exec would refuse: `program` without execute permission for `account`'s user."""
+    if account.switch:
+        allowed = user_can(account.name, program, EXECUTE) is not False
+    else:
+        allowed = not program.exists() or os.access(program, os.X_OK)
+    if not allowed:
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(program))
+
+
+def script_interpreter(script: Path) -> Path | None:
+    """The Python interpreter on `script`'s `#!` line; None when it is not a Python script."""
+    try:
+        with script.open("rb") as stream:
+            first = stream.readline(_MAX_SHEBANG)
+    except OSError:
+        return None
+    if not first.startswith(b"#!"):
+        return None
+    words = first[2:].decode(errors="replace").split()
+    if len(words) > 1 and Path(words[0]).name == "env":
+        words = [shutil.which(words[1]) or "", *words[2:]]
+    if not words or not Path(words[0]).name.startswith("python"):
+        return None
+    return Path(words[0])
+
+
 async def launch(
     argv: Sequence[str], *, env: Mapping[str, str], cwd: Path, account: Account
 ) -> asyncio.subprocess.Process:
-    """Start `argv` as `account` with piped stdout/stderr (drain them with `drain`)."""
+    """Start `argv` as `account` with piped stdout/stderr (drain them with `drain`); `cwd`
+    is the runtime directory, which holds the launcher (`NODUMP`)."""
+    _refuse_unexecutable(Path(argv[0]), account)
     return await asyncio.create_subprocess_exec(
-        *argv,
+        *without_dumps(argv, launcher=cwd / NODUMP),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

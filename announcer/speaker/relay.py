@@ -1,6 +1,6 @@
 """The relay: ExaBGP's only `process`, a copy of this file run by the system Python.
 
-    python3 -I relay.py SOCKET HEARTBEAT_TIMEOUT
+    python3 -I -S relay.py SOCKET HEARTBEAT_TIMEOUT
 
 It connects to the daemon's unix socket and copies lines both ways: daemon -> ExaBGP (our
 stdout) and ExaBGP -> daemon (our stdin). Lines from the daemon that start with `#` are
@@ -8,6 +8,11 @@ heartbeats: consumed here, never forwarded. It is the dead-man switch: when no h
 arrived for HEARTBEAT_TIMEOUT seconds it SIGKILLs its parent, ExaBGP, whose sessions then drop
 and take the routes with them. It exits when either side closes, and dies with ExaBGP
 (PR_SET_PDEATHSIG), so no copy of it outlives the process that started it.
+
+Its first act is PR_SET_DUMPABLE 0: its stdin and stdout are ExaBGP's API pipes, and while it
+is dumpable any other process of ExaBGP's user could open them through /proc/<pid>/fd and
+inject commands or forge ExaBGP's messages. Non-dumpable, only root can. (The window is the
+interpreter's start-up, before this runs; the daemon refuses a relay still dumpable.)
 
 Must not: import anything outside the standard library (it runs as ExaBGP's unprivileged user
 with `-I`, away from the daemon's virtualenv), interpret the commands it copies, or retry a
@@ -26,6 +31,7 @@ import threading
 import time
 
 PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
 CHUNK = 65536
 
 
@@ -48,6 +54,14 @@ class Watchdog:
                 return True
             if self.finished.wait(remaining):
                 return False
+
+
+def forbid_dumps() -> None:
+    """Keep other processes of our user out of /proc/<us>/fd; exit if the kernel will not."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        sys.stderr.write(f"relay: prctl(PR_SET_DUMPABLE): {os.strerror(ctypes.get_errno())}\n")
+        os._exit(1)
 
 
 def die_with_parent(parent: int) -> None:
@@ -91,6 +105,7 @@ def to_daemon(sock: socket.socket, watchdog: Watchdog) -> None:
 
 
 def main(argv: list[str]) -> int:
+    forbid_dumps()
     if len(argv) != 3:
         sys.stderr.write("usage: relay.py SOCKET HEARTBEAT_TIMEOUT\n")
         return 2

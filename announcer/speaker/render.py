@@ -3,7 +3,8 @@
 One `process relay` (the relay, `encoder json`) and one `neighbor` block per configured
 neighbor, each naming the relay in its `api` block. No static routes: routes only ever come
 through the API. ExaBGP's own settings go into its environment, the ones our guarantees depend
-on fixed here, the rest from `exabgp.settings`.
+on fixed here, the rest from `exabgp.settings`; its settings file is pinned to an empty one
+the daemon writes, so no `exabgp.env` elsewhere can change its behaviour.
 
 Must not: write files or start anything (that is `runtime` and `process`). Reading the MD5
 password files is the one I/O, and `redact=True` skips it.
@@ -25,6 +26,7 @@ from announcer.config.model import DEFAULT_BGP_PORT
 from announcer.speaker.errors import RenderError
 
 PROCESS: Final = "relay"
+NODUMP: Final = "nodump.py"  # ExaBGP's launcher, in the runtime directory
 REDACTED: Final = "<redacted>"
 SYSTEM_PYTHON: Final = Path("/usr/bin/python3")
 GTSM_TTL: Final = 255  # RFC 5082: send with 255, accept only 255 from a directly connected peer
@@ -44,6 +46,10 @@ FIXED_SETTINGS: Final[Mapping[str, str]] = {
     "api.respawn": "true",  # a relay that cannot reconnect makes ExaBGP give up and exit
     "daemon.daemonize": "false",  # supervised in the foreground
 }
+# ExaBGP's own settings file, read for every setting the environment leaves unset: the
+# daemon points it at ENVIRONMENT_FILE, which it writes, so nothing else can add settings.
+ENVFILE_VARIABLE: Final = "EXABGP_ENVFILE"
+ENVIRONMENT_FILE: Final = "# Rendered by announcer: every setting is in ExaBGP's environment.\n"
 # Defaults which `exabgp.settings` may override.
 DEFAULT_SETTINGS: Final[Mapping[str, str]] = {
     "daemon.drop": "false",  # started unprivileged already: nothing left to drop
@@ -64,6 +70,8 @@ class RuntimePaths:
     relay: Path
     config: Path
     socket: Path
+    environment: Path  # the settings file ExaBGP is pointed at (EXABGP_ENVFILE)
+    launcher: Path  # announcer.speaker.nodump's copy, which ExaBGP is started through
 
     @classmethod
     def of(cls, config: Config) -> RuntimePaths:
@@ -73,6 +81,8 @@ class RuntimePaths:
             relay=directory / "relay.py",
             config=directory / "exabgp.conf",
             socket=directory / "relay.sock",
+            environment=directory / "exabgp.env",
+            launcher=directory / NODUMP,
         )
 
 
@@ -84,7 +94,9 @@ def relay_python() -> Path:
 
 
 def render_environment(config: Config) -> dict[str, str]:
-    """ExaBGP's settings as environment variables (`exabgp.api.ack=true` style)."""
+    """ExaBGP's settings as environment variables (`exabgp.api.ack=true` style), and
+    `EXABGP_ENVFILE`: ExaBGP reads unset settings from `<its prefix>/etc/exabgp/exabgp.env`
+    unless told another file, so it is pointed at the daemon's own (`ENVIRONMENT_FILE`)."""
     settings = dict(DEFAULT_SETTINGS)
     for key, value in config.exabgp.settings:
         text = _setting_text(value)
@@ -95,7 +107,8 @@ def render_environment(config: Config) -> dict[str, str]:
         settings[key] = text
     settings.update(FIXED_SETTINGS)
     settings["daemon.user"] = config.exabgp.user
-    return {f"exabgp.{key}": settings[key] for key in sorted(settings)}
+    pinned = {ENVFILE_VARIABLE: str(RuntimePaths.of(config).environment)}
+    return pinned | {f"exabgp.{key}": settings[key] for key in sorted(settings)}
 
 
 def render_exabgp(config: Config, *, redact: bool, python: Path | None = None) -> str:
@@ -114,7 +127,7 @@ def render_exabgp(config: Config, *, redact: bool, python: Path | None = None) -
 def _process(config: Config, paths: RuntimePaths, python: Path) -> list[str]:
     if len(str(paths.socket).encode()) > MAX_SOCKET_PATH:
         raise RenderError(f"state_dir: the relay socket {paths.socket} is too long a path")
-    words = [str(python), "-I", str(paths.relay), str(paths.socket)]
+    words = [str(python), "-I", "-S", str(paths.relay), str(paths.socket)]
     for word in words:
         if not _PLAIN_WORD.fullmatch(word):
             raise RenderError(f"{word!r}: ExaBGP cannot run a path with spaces or punctuation")

@@ -31,8 +31,8 @@ from announcer.lab.apiserver.control import request as control_request
 from announcer.lab.fib import Fib, IPAddress, wait_for
 from announcer.lab.topology import Topology
 from announcer.lifecycle import Lifecycle
-from announcer.status import StatusSnapshot
 from announcer.status_client import DaemonUnreachable, query, snapshot_from_json
+from announcer.status_protocol import StatusSnapshot
 
 if TYPE_CHECKING:
     from conftest import RunningLab

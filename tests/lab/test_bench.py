@@ -34,7 +34,7 @@ from announcer.lab.bench.scenarios import Plan
 from announcer.lab.bench.traffic import split_failures
 from announcer.lab.cli import default_topology
 from announcer.lab.topology import Topology, load_topology
-from announcer.status import JSONObject
+from announcer.status_protocol import JSONObject
 
 LAB_NAME = "bench-test"
 VIP4 = ip_network("198.51.100.10/32")

@@ -30,8 +30,8 @@ from announcer.lab.cli import default_topology
 from announcer.lab.fib import Fib, IPAddress
 from announcer.lab.observe import LiveLab
 from announcer.lab.topology import Topology, load_topology
-from announcer.status import StatusSnapshot
 from announcer.status_client import query, snapshot_from_json
+from announcer.status_protocol import StatusSnapshot
 
 LAB_NAME = "ops-test"
 VIPS: tuple[IPv4Network | IPv6Network, ...] = (

@@ -232,7 +232,12 @@ GUARANTEE_3 = (
     "BGP peer reset from r1 (clear bgp *)",
     "r1's bgpd restarted",
 )
-GUARANTEE_4 = ("SIGHUP with an invalid file", "config invalid at start", "VIP deleted from lo")
+GUARANTEE_4 = (
+    "SIGHUP with an invalid file",
+    "config invalid at start",
+    "VIP deleted from lo",
+    "commands forged into the relay's pipes (as exabgp.user)",
+)
 GUARANTEE_5 = ("401 with a client certificate configured", "all apiservers down, then one back")
 
 
@@ -282,7 +287,9 @@ def test_guarantee_4_only_the_configured_vips(trial: Trial) -> None:
     """Guarantee 4: nothing but the configured VIPs is ever announced (I3 is checked on r1's
     FIB and BGP table for every fault). Faults that would break it: `SIGHUP with an invalid
     file` (a half-applied reload), `config invalid at start` (a daemon that starts on a broken
-    file), `VIP deleted from lo` (the route must stay; the address is put back, not another).
+    file), `VIP deleted from lo` (the route must stay; the address is put back, not another),
+    `commands forged into the relay's pipes` (another process of ExaBGP's user writing an
+    announce into the relay's stdout and a forged session event into its stdin through /proc).
     And the checker itself must see a foreign route: one added on r1 via cp1 is reported."""
     run(trial, *GUARANTEE_4)
     r1 = trial.topology.netns("r1")

@@ -60,8 +60,10 @@ def main() -> None:
     def shutdown(signum: int, frame: object) -> None:
         # Closing the relay's stdin (rather than ExaBGP's terminate after 0.1 s) lets it pass
         # the notification on before it exits: the tests need that order to be certain.
-        to_relay.write(b'{ "type": "notification", "notification": "shutdown" }\n')
-        to_relay.close()
+        # Straight to the descriptor: the handler may interrupt the loop's own flush of
+        # `to_relay`, and a buffered writer refuses a reentrant call.
+        os.write(to_relay.fileno(), b'{ "type": "notification", "notification": "shutdown" }\n')
+        os.close(to_relay.fileno())
         relay.wait()
         os._exit(0)
 

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from announcer.speaker import launch, runtime
+from announcer.speaker import launch, nodump, runtime
 
 DEADLINE = 5.0
 DAEMON = """
 import asyncio, sys
 from pathlib import Path
-from announcer.speaker import launch, runtime
+from announcer.speaker import launch, nodump, runtime
 
 async def main() -> None:
     account = runtime.exabgp_account("nobody")
@@ -94,3 +94,52 @@ def test_output_is_logged_one_record_per_line(caplog: pytest.LogCaptureFixture) 
         assert asyncio.run(main()) == 0
     lines = [r.getMessage() for r in caplog.records if r.name == "announcer.exabgp"]
     assert sorted(lines) == ["(overlong line dropped)", "first", "second", "third"]
+
+
+@pytest.mark.parametrize(
+    ("first_line", "interpreter"),
+    [
+        ("#!/opt/venv/bin/python\n", "/opt/venv/bin/python"),
+        ("#!/usr/bin/python3 -I\n", "/usr/bin/python3"),
+        ("#!/usr/bin/env python3\n", "which:python3"),
+        ("#!/bin/sh\n", None),
+        ("not a script\n", None),
+    ],
+)
+def test_the_interpreter_comes_from_the_scripts_first_line(
+    tmp_path: Path, first_line: str, interpreter: str | None
+) -> None:
+    script = tmp_path / "exabgp"
+    script.write_text(first_line + "print('hello')\n")
+    found = launch.script_interpreter(script)
+    if interpreter is not None and interpreter.startswith("which:"):
+        assert found is not None and found.name == "python3" and found.is_file()
+    else:
+        assert found == (Path(interpreter) if interpreter else None)
+    assert launch.script_interpreter(tmp_path / "absent") is None
+
+
+NODUMP_PROBE = """#!{python}
+import ctypes, os, sys
+print(ctypes.CDLL(None).prctl(3, 0, 0, 0, 0), " ".join(sys.argv), flush=True)
+"""
+
+
+def test_a_python_exabgp_runs_non_dumpable_with_its_own_argv(tmp_path: Path) -> None:
+    """Through the launcher: PR_GET_DUMPABLE (3) says 0 inside, and argv is the script's."""
+    runtime_dir = tmp_path / "runtime"
+    runtime_dir.mkdir()
+    (runtime_dir / "nodump.py").write_bytes(Path(nodump.__file__).read_bytes())
+    script = tmp_path / "exabgp"
+    script.write_text(NODUMP_PROBE.format(python=sys.executable))
+    script.chmod(0o755)
+    account = runtime.Account(name="self", uid=os.getuid(), gid=os.getgid(), switch=False)
+
+    async def run() -> bytes:
+        child = await launch.launch(
+            [str(script), "server", "conf"], env={}, cwd=runtime_dir, account=account
+        )
+        out, _ = await asyncio.wait_for(child.communicate(), DEADLINE)
+        return out
+
+    assert asyncio.run(run()).decode().split() == ["0", str(script), "server", "conf"]

@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 import announcer.speaker.relay
 from announcer.speaker.render import relay_python
 
@@ -63,10 +65,13 @@ class Running:
 
 
 @contextlib.contextmanager
-def relay(directory: Path, *, timeout: float = 30.0) -> Iterator[Running]:
+def relay(directory: Path, *, timeout: float = 30.0, user: int | None = None) -> Iterator[Running]:
+    """The relay under a sleeper; both run as `user` when given (the socket lets it in)."""
     path = directory / "relay.sock"
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(str(path))
+    if user is not None:
+        path.chmod(0o666)
     server.listen(1)
     server.settimeout(DEADLINE)
     argv = [str(relay_python()), "-I", str(RELAY), str(path), str(timeout)]
@@ -75,6 +80,7 @@ def relay(directory: Path, *, timeout: float = 30.0) -> Iterator[Running]:
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        user=user,
     )
     try:
         assert parent.stderr is not None
@@ -139,3 +145,41 @@ def test_exits_when_it_cannot_connect(tmp_path: Path) -> None:
     result = subprocess.run(argv, capture_output=True, timeout=DEADLINE, check=False)
     assert result.returncode == 1
     assert b"relay: cannot connect to" in result.stderr
+
+
+NOBODY = 65534
+OPEN_FD = """
+import errno, os, sys
+try:
+    os.close(os.open(sys.argv[1], os.O_WRONLY if sys.argv[1].endswith("/1") else os.O_RDONLY))
+except OSError as error:
+    print(errno.errorcode[error.errno])
+else:
+    print("opened")
+"""
+
+
+def open_as(uid: int, path: str) -> str:
+    """What happens when a process of `uid` opens `path`: "opened" or the errno's name."""
+    done = subprocess.run(
+        [str(relay_python()), "-I", "-c", OPEN_FD, path],
+        user=uid,
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+        check=True,
+    )
+    return done.stdout.strip()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run the relay as nobody")
+def test_no_other_process_of_its_user_can_open_its_pipes(shared_dir: Path) -> None:
+    """Dumpable, its stdin and stdout (ExaBGP's API pipes) could be opened through /proc by
+    any process of its user, to inject commands or forge ExaBGP's messages."""
+    uid = NOBODY
+    with relay(shared_dir, user=uid) as running:
+        for fd in (0, 1):
+            assert open_as(uid, f"/proc/{running.relay_pid}/fd/{fd}") == "EACCES", fd
+        assert Path(f"/proc/{running.relay_pid}/fd").stat().st_uid == 0  # what peer.py checks
+        running.daemon.sendall(b"announce x\n")  # and it still relays
+        assert running.from_relay_stdout(len(b"announce x\n")) == b"announce x\n"

@@ -7,6 +7,7 @@ Regenerate the golden files under tests/golden/exabgp/ with
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -18,6 +19,7 @@ from announcer.config import Config, parse_config
 from announcer.config.parse_host import RESERVED_SETTINGS
 from announcer.speaker.errors import RenderError
 from announcer.speaker.render import (
+    ENVIRONMENT_FILE,
     FIXED_SETTINGS,
     RuntimePaths,
     render_environment,
@@ -174,3 +176,30 @@ def test_an_unusable_state_dir_is_refused(state_dir: str, message: str, tmp_path
     config = make_config("v4-only", tmp_path, state_dir=Path(state_dir))
     with pytest.raises(RenderError, match=message):
         render_exabgp(config, redact=True)
+
+
+def test_a_planted_exabgp_env_in_exabgps_prefix_changes_nothing(tmp_path: Path) -> None:
+    """ExaBGP reads `<prefix>/etc/exabgp/exabgp.env` for every setting its environment
+    leaves unset; with the daemon's environment it reads the daemon's file instead."""
+    prefix = tmp_path / "prefix"
+    (prefix / "bin").mkdir(parents=True)
+    exabgp = prefix / "bin" / "exabgp"
+    shutil.copy2(EXABGP, exabgp)  # ExaBGP finds its prefix from its own path
+    config = make_config("v4-only", tmp_path, state_dir=tmp_path / "state")
+    paths = RuntimePaths.of(config)
+    paths.directory.mkdir(parents=True)
+    paths.environment.write_text(ENVIRONMENT_FILE)
+    env = {"PATH": os.environ["PATH"], **render_environment(config)}
+
+    def settings() -> str:
+        done = subprocess.run(
+            [str(exabgp), "env"], env=env, capture_output=True, text=True, timeout=60, check=True
+        )
+        return done.stdout
+
+    clean = settings()
+    planted = prefix / "etc" / "exabgp" / "exabgp.env"
+    planted.parent.mkdir(parents=True)
+    planted.write_text("[exabgp.log]\npackets = true\n\n[exabgp.tcp]\nbind = '203.0.113.66'\n")
+    assert "packets = false" in clean
+    assert settings() == clean

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from announcer.status import JSONObject
+from announcer.status_protocol import JSONObject
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 _KIB = 1024

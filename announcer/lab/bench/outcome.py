@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from announcer.lab.bench.client import Request
-from announcer.status import JSONObject
+from announcer.status_protocol import JSONObject
 
 READYZ = "readyz-failure"
 RECOVERY = "recovery"

@@ -24,7 +24,7 @@ from announcer.lab.bench import outcome as names
 from announcer.lab.bench.outcome import Outcome, Sample
 from announcer.lab.bench.run import Results, plan_record
 from announcer.lab.bench.systems import ANNOUNCER, HEALTHCHECK
-from announcer.status import JSONObject, JSONValue
+from announcer.status_protocol import JSONObject, JSONValue
 
 TIMED = (names.READYZ, names.RECOVERY, names.KILL, names.FREEZE, names.SILENT)
 PLANNED = (names.PLANNED, names.PLANNED_0)

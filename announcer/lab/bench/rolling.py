@@ -26,7 +26,7 @@ from announcer.lab.bench.scenarios import SETTLE, Plan, restore
 from announcer.lab.bench.systems import BenchError
 from announcer.lab.bench.traffic import LoadClient, in_flight, split_failures
 from announcer.lab.fib import IPNetwork
-from announcer.status import JSONObject
+from announcer.status_protocol import JSONObject
 
 LEAD = 1.0  # client traffic before the first and after the last restart
 _CONTROL = faults.RUN_DIR / "lab-apiserver.sock"

@@ -34,7 +34,7 @@ from announcer.lab.bench.phase import Phase
 from announcer.lab.bench.scenarios import Plan
 from announcer.lab.bench.systems import BenchError, System
 from announcer.lab.topology import Topology
-from announcer.status import JSONObject
+from announcer.status_protocol import JSONObject
 
 Say = Callable[[str], None]
 

@@ -32,7 +32,7 @@ from announcer.lab.bench import outcome as names
 from announcer.lab.bench.outcome import Outcome, Sample
 from announcer.lab.bench.phase import Phase
 from announcer.lab.bench.systems import BenchError
-from announcer.status import JSONObject
+from announcer.status_protocol import JSONObject
 
 RESTORE_TIMEOUT = 60.0  # announcer's longest ExaBGP backoff (30 s) plus a restart
 SAMPLE_PERIOD = 1.0  # footprint: one /proc reading per second

@@ -43,7 +43,7 @@ from announcer.lab.fib import IPNetwork
 from announcer.lab.netns import LabError
 from announcer.lab.node import EXABGP_ENV
 from announcer.lab.topology import Topology
-from announcer.status import JSONObject, JSONValue
+from announcer.status_protocol import JSONObject, JSONValue
 
 ANNOUNCER = "announcer"
 HEALTHCHECK = "exabgp-healthcheck"

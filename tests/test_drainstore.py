@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from announcer.lifecycle import DrainStore, DrainStoreError
+from announcer.drainstore import DrainStore, DrainStoreError
 
 
 def test_a_fresh_state_dir_is_not_drained(tmp_path: Path) -> None:
@@ -47,3 +48,24 @@ def test_an_unreadable_flag_counts_as_drained(tmp_path: Path) -> None:
     loop = tmp_path / "loop"
     loop.symlink_to(loop)
     assert DrainStore(loop).is_drained()
+
+
+def test_a_planted_symlink_is_never_written_through(tmp_path: Path) -> None:
+    """Symlinks at the flag's name and at every temporary name a predictable writer would use
+    (its pid): setting and clearing the flag leaves their targets alone."""
+    state = tmp_path / "state"
+    state.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_text("untouched\n")
+    for name in (f".drained.{os.getpid()}.tmp", f".drained.{os.getpid()}"):
+        (state / name).symlink_to(victim)
+    store = DrainStore(state)
+    store.set(True)
+    assert victim.read_text() == "untouched\n"
+    assert (state / "drained").read_text() == "drained\n"
+    assert not (state / "drained").is_symlink()
+    (state / "drained").unlink()
+    (state / "drained").symlink_to(victim)
+    store.set(False)
+    assert victim.read_text() == "untouched\n"
+    assert not (state / "drained").exists()
