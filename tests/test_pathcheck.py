@@ -103,6 +103,6 @@ def test_check_config_names_an_unsafe_state_dir_and_socket_directory(base: Path)
     result = CliRunner().invoke(main, ["check-config", "--config", str(config_file)])
     unsafe = f"is unsafe to write in as root: {shared} (mode 0777) is writable by group or others"
     assert result.exit_code == 2
-    assert f"error: state_dir: '{shared / 'state'}' {unsafe}\n" in result.stderr
-    sock = shared / "run" / "status.sock"
-    assert f"error: status.socket: '{sock}' {unsafe}\n" in result.stderr
+    # (a long value is elided in the middle: the reason names the directory in full)
+    errors = [line for line in result.stderr.splitlines() if line.endswith(unsafe)]
+    assert [line.split(":", 2)[1].strip() for line in errors] == ["state_dir", "status.socket"]
