@@ -421,10 +421,12 @@ def test_relay_garbage_resyncs_and_ends_with_the_desired_routes(
                 await until(lambda: not (control / "crash").exists(), "crash mid-line")
                 await until(lambda: (control / "garbage").read_text() == "0", "garbage sent")
                 await world.status()  # the status socket answers all along
-                desired = daemon.reconciler.desired
+                desired = frozenset(daemon.core.desired().values())
                 expected = sorted(render_announce(r) for r in desired)
                 await until_long(lambda: rib(base) == expected, "exabgp holds the desired routes")
-                await until(lambda: daemon.reconciler.installed == desired, "acknowledged")
+                await until(
+                    lambda: frozenset(daemon.core.installed.values()) == desired, "acknowledged"
+                )
                 assert len(desired) == 2
                 assert (await world.status()).announced
 
@@ -523,7 +525,7 @@ def test_the_daemon_status_socket_survives_garbage_and_is_not_drained(
             await until(lambda: world_announced(world), "answers again once the hogs leave")
             snapshot = await world.status()
             assert (snapshot.announced, snapshot.drained) == (True, False)
-            assert daemon.reconciler.installed == daemon.reconciler.desired != frozenset()
+            assert daemon.core.installed == daemon.core.desired() != {}
 
     asyncio.run(test())
 

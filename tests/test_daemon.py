@@ -248,7 +248,7 @@ def test_drain_wait_then_undrain_and_the_flag_is_persisted(base: Path, pki: LabP
             took = time.monotonic() - started
             assert answer == {"ok": True, "message": "drained: routes withdrawn"}
             assert 0.5 <= took < 2.5  # drain.delay of graceful shutdown first
-            assert daemon.reconciler.installed == frozenset()
+            assert not daemon.core.installed
             assert DrainStore(base / "state").is_drained()
             snapshot = await world.status()
             assert (snapshot.drained, snapshot.lifecycle) == (True, Lifecycle.DRAINED)
@@ -269,12 +269,12 @@ def test_drain_is_graceful_first(base: Path, pki: LabPki) -> None:
             await until(
                 lambda: all(
                     GRACEFUL_SHUTDOWN_COMMUNITY in r.communities and r.as_path == (65100,) * 4
-                    for r in daemon.reconciler.installed
+                    for r in daemon.core.installed.values()
                 ),
                 "graceful routes installed",
             )
-            assert len(daemon.reconciler.installed) == 2
-            await until(lambda: not daemon.reconciler.installed, "withdrawn")
+            assert len(daemon.core.installed.values()) == 2
+            await until(lambda: not daemon.core.installed, "withdrawn")
 
     asyncio.run(test())
 
@@ -285,13 +285,13 @@ def test_started_with_the_drain_flag_it_stays_drained(base: Path, pki: LabPki) -
             DrainStore(base / "state").set(True)
             async with running(world) as daemon:
                 await until(
-                    lambda: daemon.state.last_probe is not None and daemon.loop.probes >= 5,
+                    lambda: daemon.core.last_probe is not None and daemon.probes >= 5,
                     "healthy for a while",
                 )
                 snapshot = await world.status()
                 assert (snapshot.health, snapshot.lifecycle) == (Health.UP, Lifecycle.DRAINED)
                 assert snapshot.announced is False
-                assert daemon.reconciler.desired == frozenset()
+                assert not daemon.core.desired()
                 assert world.vips.on == set()
 
     asyncio.run(test())
@@ -308,20 +308,20 @@ def test_sigterm_is_two_phase_and_exits_0_in_time(base: Path, pki: LabPki) -> No
             os.kill(os.getpid(), signal.SIGTERM)
             await until(
                 lambda: (
-                    daemon.state.lifecycle is Lifecycle.STOPPING
+                    daemon.core.lifecycle is Lifecycle.STOPPING
                     and all(
                         GRACEFUL_SHUTDOWN_COMMUNITY in r.communities
-                        for r in daemon.reconciler.installed
+                        for r in daemon.core.installed.values()
                     )
                 ),
                 "graceful phase",
             )
-            assert daemon.reconciler.installed
+            assert daemon.core.installed.values()
             code = await asyncio.wait_for(task, DEADLINE)
             took = time.monotonic() - started
             assert code == EXIT_OK
             assert 0.5 <= took <= 0.5 + 2.0  # drain.delay, then withdraw and stop
-            assert daemon.reconciler.installed == frozenset()
+            assert not daemon.core.installed
             assert world.vips.on == set()
             assert daemon.speaker is not None and daemon.speaker.pid is None
             assert not world.socket.exists()
@@ -340,12 +340,12 @@ def test_a_second_sigterm_withdraws_at_once(base: Path, pki: LabPki) -> None:
             await until(lambda: announced(world), "announced")
             started = time.monotonic()
             os.kill(os.getpid(), signal.SIGTERM)
-            await until(lambda: daemon.state.lifecycle is Lifecycle.STOPPING, "stopping")
+            await until(lambda: daemon.core.lifecycle is Lifecycle.STOPPING, "stopping")
             os.kill(os.getpid(), signal.SIGINT)
             code = await asyncio.wait_for(task, DEADLINE)
             assert code == EXIT_OK
             assert time.monotonic() - started < 3.0
-            assert daemon.reconciler.installed == frozenset()
+            assert not daemon.core.installed
             assert world.vips.on == set()
 
     asyncio.run(test())
@@ -367,7 +367,8 @@ def test_sighup_keeps_the_running_config_on_error_and_applies_a_good_one(
             os.kill(os.getpid(), signal.SIGHUP)
             await until(lambda: daemon.config_error is None, "config_error cleared")
             await until(
-                lambda: {r.med for r in daemon.reconciler.installed} == {50}, "routes with med 50"
+                lambda: {r.med for r in daemon.core.installed.values()} == {50},
+                "routes with med 50",
             )
             assert (await world.status()).config_error is None
 
@@ -402,8 +403,7 @@ def test_a_crashing_task_withdraws_and_exits_1(base: Path, pki: LabPki) -> None:
             world.vips.crash = True
             code = await asyncio.wait_for(task, DEADLINE)
             assert code == EXIT_FAILURE
-            assert daemon.reconciler.desired == frozenset()
-            assert daemon.reconciler.installed == frozenset()  # ExaBGP confirmed the withdraws
+            # Fail closed: ExaBGP stopped (its sessions closed: withdrawn), then the VIPs off.
             assert world.vips.on == set()
             assert daemon.speaker is not None and daemon.speaker.pid is None
 
@@ -441,7 +441,7 @@ def test_a_missing_ca_fails_probes_until_it_appears(base: Path, pki: LabPki) -> 
             ca = base / "pki" / "ca.crt"
             world.write(apiserver={"ca_file": str(ca)})
             async with running(world) as daemon:
-                await until(lambda: daemon.loop.probes >= 3, "probes")
+                await until(lambda: daemon.probes >= 3, "probes")
                 snapshot = await world.status()
                 assert snapshot.announced is False
                 assert snapshot.last_probe is not None
@@ -458,7 +458,7 @@ def test_the_watchdog_is_fed_by_the_decision_loop(base: Path, pki: LabPki) -> No
         async with world_of(base, pki) as world:
             seams = Seams(vip_table=lambda _: world.vips, notify=world.note, watchdog=0.2)
             daemon = Daemon(world.config_file, load_config(world.config_file), seams=seams)
-            assert daemon.loop.pulse == pytest.approx(0.05)  # a quarter of the watchdog
+            assert daemon.pulse == pytest.approx(0.05)  # a quarter of the watchdog
             async with running(world, daemon):
                 await until(lambda: world.notes.count("WATCHDOG=1") >= 10, "watchdog pings")
 

@@ -90,7 +90,7 @@ def answered(s: CoreState, generation: int, outcome: str, now: float, out: list[
 
 
 def _refused(s: CoreState, flight: Inflight, now: float, out: list[Effect]) -> None:
-    out.append(_log(logging.WARNING, f"exabgp refused: {_what(flight)}"))
+    out.append(_log(logging.WARNING, f"exabgp refused a command, resynchronising: {_what(flight)}"))
     _forget_installed(s)
     s.uncertain[flight.route.key] = flight.route
     if flight.action is Action.ANNOUNCE:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from announcer.config.model import Config, VipNetwork
 from announcer.core.effects import Action
-from announcer.health import HealthMachine, HealthSettings, ProbeResult, Transition
+from announcer.health import Health, HealthMachine, HealthSettings, ProbeResult, Transition
 from announcer.lifecycle import Lifecycle
 from announcer.routes import Route, RouteKey, desired_routes, phase_of
 
@@ -88,6 +88,7 @@ class CoreState:
     next_probe: float = 0.0
     last_probe: ProbeResult | None = None
     transitions: tuple[Transition, ...] = ()
+    announcing: frozenset[VipNetwork] = frozenset()  # VIPs whose routes are desired
     exited: bool = False
 
     def copy(self) -> CoreState:
@@ -112,6 +113,19 @@ class CoreState:
         """The routes health and lifecycle ask for, before the interface has its say."""
         phase = phase_of(self.lifecycle)
         return desired_routes(self.config, announceable=self.health.announceable, phase=phase)
+
+    def reason(self) -> str:
+        """Why the node (not) announces, for humans."""
+        lifecycle = self.lifecycle
+        if lifecycle in (Lifecycle.STOPPED, Lifecycle.DRAINED):
+            return str(lifecycle.value)
+        if not self.health.announceable:
+            probe = self.last_probe
+            detail = f": {probe.reason}" if probe is not None else ""
+            return f"health {self.health.state.value}{detail}"
+        if lifecycle is not Lifecycle.RUNNING:
+            return f"{lifecycle.value}: graceful shutdown"
+        return "ready" if self.health.state is Health.UP else "health falling"
 
     def wanted_vips(self) -> set[VipNetwork]:
         return {route.prefix for route in self.verdict()}

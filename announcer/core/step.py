@@ -102,6 +102,7 @@ def _settle(s: CoreState, now: float, out: list[Effect]) -> None:
     vips.place(s, out)
     exabgp.in_doubt(s, out)
     exabgp.send_next(s, now, out)
+    _log_announcing(s, out)
     vips.release(s, now, out)
     _answer_waiters(s, now, out)
     _finish_stop(s, out)
@@ -119,7 +120,8 @@ def _advance(s: CoreState, now: float, out: list[Effect]) -> None:
 def _move(s: CoreState, lifecycle: Lifecycle, reason: str, out: list[Effect]) -> None:
     old, s.lifecycle, s.deadline = s.lifecycle, lifecycle, None
     message = f"lifecycle {old.value} -> {lifecycle.value} ({reason})"
-    out.append(Log(logging.INFO, message, (("event", "lifecycle"), ("new", lifecycle.value))))
+    fields = (("event", "lifecycle"), ("old", old.value), ("new", lifecycle.value))
+    out.append(Log(logging.INFO, message, (*fields, ("reason", reason))))
 
 
 def _enter(s: CoreState, lifecycle: Lifecycle, reason: str, now: float, out: list[Effect]) -> None:
@@ -128,6 +130,17 @@ def _enter(s: CoreState, lifecycle: Lifecycle, reason: str, now: float, out: lis
         s.deadline = now + s.config.drain.delay
     else:
         _move(s, _GRACEFUL[lifecycle], f"{reason}; nothing announced", out)
+
+
+def _log_announcing(s: CoreState, out: list[Effect]) -> None:
+    now_announcing = frozenset(route.prefix for route in s.desired().values())
+    for vip in sorted(now_announcing - s.announcing, key=str):
+        out.append(Log(logging.INFO, f"announce {vip}", (("event", "announce"), ("vip", str(vip)))))
+    for vip in sorted(s.announcing - now_announcing, key=str):
+        why = s.vip_errors.get(vip) or s.reason()
+        fields = (("event", "withdraw"), ("vip", str(vip)), ("reason", why))
+        out.append(Log(logging.INFO, f"withdraw {vip} ({why})", fields))
+    s.announcing = now_announcing
 
 
 def _answer_waiters(s: CoreState, now: float, out: list[Effect]) -> None:
@@ -198,7 +211,13 @@ def _probed(s: CoreState, e: ProbeDone, now: float, out: list[Effect]) -> None:
     if transition is not None:
         s.transitions = (*s.transitions, transition)[-HISTORY:]
         message = f"health {transition.old.value} -> {transition.new.value} ({transition.reason})"
-        out.append(Log(logging.INFO, message, (("event", "transition"),)))
+        fields = (
+            ("event", "transition"),
+            ("old", transition.old.value),
+            ("new", transition.new.value),
+            ("reason", transition.reason),
+        )
+        out.append(Log(logging.INFO, message, fields))
     if s.pending_settings is not None and s.health.state is Health.DOWN:
         s.settings, s.pending_settings = s.pending_settings, None
         s.health = HealthMachine(s.settings, now=now)
