@@ -18,9 +18,7 @@ import copy
 import dataclasses
 import json
 import logging
-import shutil
 import socket
-import tempfile
 from collections.abc import Callable, Iterator
 from ipaddress import IPv4Address, IPv4Network, ip_address, ip_network
 from pathlib import Path
@@ -31,7 +29,7 @@ from test_daemon import World, running, until, world_of
 
 from announcer.config import ConfigError, load_config, parse_config
 from announcer.config.model import Community, LargeCommunity
-from announcer.lab.pki import LabPki, write_lab_pki
+from announcer.lab.pki import LabPki
 from announcer.routes import Route, RouteError, render_announce, render_withdraw
 from announcer.speaker import Channel, RenderError, render_environment, render_exabgp
 from announcer.status import MAX_CLIENTS, MAX_REQUEST
@@ -364,31 +362,14 @@ main()
 '''
 
 
-@pytest.fixture(scope="module")
-def shared() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="bad-input-test-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def pki(shared: Path) -> LabPki:
-    return write_lab_pki(shared / "lab", {"cp1": []})
-
-
 @pytest.fixture
-def base(shared: Path, request: pytest.FixtureRequest) -> Path:
-    name: str = request.node.name
-    path = shared / name[:40]
-    path.mkdir(mode=0o755)
-    shutil.copyfile(Path(__file__).parent / "speaker" / "fake_exabgp.py", path / "fake-exabgp")
-    (path / "fake-exabgp").chmod(0o755)
-    (path / "garbage-exabgp").write_text(GARBAGE_EXABGP)
-    (path / "garbage-exabgp").chmod(0o755)
-    (path / "control").mkdir()
-    (path / "control").chmod(0o777)  # ExaBGP's unprivileged user writes there
-    return path
+def base(base: Path) -> Path:
+    """The shared fixture's directory, with the garbage ExaBGP and its control directory."""
+    (base / "garbage-exabgp").write_text(GARBAGE_EXABGP)
+    (base / "garbage-exabgp").chmod(0o755)
+    (base / "control").mkdir()
+    (base / "control").chmod(0o777)  # ExaBGP's unprivileged user writes there
+    return base
 
 
 def rib(base: Path) -> list[str] | None:

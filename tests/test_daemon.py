@@ -10,9 +10,8 @@ import os
 import shutil
 import signal
 import sys
-import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,7 @@ from announcer.lab.apiserver.credentials import server_tls_context
 from announcer.lab.apiserver.listen import ListenAddress
 from announcer.lab.apiserver.server import FakeApiserver
 from announcer.lab.apiserver.states import State
-from announcer.lab.pki import LabPki, write_lab_pki
+from announcer.lab.pki import LabPki
 from announcer.lifecycle import DrainStore, Lifecycle
 from announcer.routes import GRACEFUL_SHUTDOWN_COMMUNITY
 from announcer.speaker import Backoff
@@ -39,31 +38,6 @@ HERE = Path(__file__).parent
 DEADLINE = 10.0
 EXABGP_USER = "nobody"  # exists on Debian; used when the tests run as root
 VIPS = ["198.51.100.10/32", "2001:db8:100::10/128"]
-
-
-@pytest.fixture(scope="module")
-def shared() -> Iterator[Path]:
-    """A directory ExaBGP's unprivileged user can traverse (tmp_path is root-only)."""
-    path = Path(tempfile.mkdtemp(prefix="daemon-test-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def pki(shared: Path) -> LabPki:
-    return write_lab_pki(shared / "lab", {"cp1": []})
-
-
-@pytest.fixture
-def base(shared: Path, request: pytest.FixtureRequest) -> Path:
-    name: str = request.node.name
-    path = shared / name[:40]
-    path.mkdir(mode=0o755)
-    fake = path / "fake-exabgp"
-    shutil.copyfile(HERE / "speaker" / "fake_exabgp.py", fake)
-    fake.chmod(0o755)
-    return path
 
 
 class FakeVips:
