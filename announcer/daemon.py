@@ -47,17 +47,8 @@ from announcer.loopback import Loopback, LoopbackError
 from announcer.metrics import Metrics, MetricsServer
 from announcer.signals import SignalQueue
 from announcer.snapshot import build_snapshot
-from announcer.speaker import (
-    Backoff,
-    Connected,
-    Disconnected,
-    Exited,
-    Failed,
-    Speaker,
-    SpeakerError,
-    SpeakerEvent,
-    SpeakerStatus,
-)
+from announcer.speaker import Backoff, Speaker, SpeakerError
+from announcer.speakers import SpeakerFailure, Speakers
 from announcer.status import StatusServer, StatusServerError, StatusSnapshot
 
 __all__ = ["ACK_TIMEOUT", "EXIT_FAILURE", "EXIT_OK", "QUEUE_SIZE", "Daemon", "Seams", "run_daemon"]
@@ -68,8 +59,6 @@ EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
 ACK_TIMEOUT: Final = 2.0
 QUEUE_SIZE: Final = 1024
-
-_NO_SPEAKER: Final = SpeakerStatus(pid=None, restarts=0, connected=False, sessions=())
 
 
 def _loopback(config: LoopbackConfig) -> VipTable:
@@ -98,10 +87,6 @@ def run_daemon(path: Path, config: Config, *, seams: Seams | None = None) -> int
     return asyncio.run(main())
 
 
-class _SpeakerFailed(Exception):
-    pass
-
-
 class Daemon:
     """`await Daemon(path, config).run()` -> exit status; created on the running loop."""
 
@@ -112,10 +97,14 @@ class Daemon:
         self.store = DrainStore(config.state_dir)
         drained = self.store.is_drained()
         self.core: CoreState = initial(config, drained=drained, now=self.clock.now())
-        self.events: asyncio.Queue[ev.Event | _SpeakerFailed] = asyncio.Queue(QUEUE_SIZE)
+        self.events: asyncio.Queue[ev.Event | SpeakerFailure] = asyncio.Queue(QUEUE_SIZE)
         self.vips = self.seams.vip_table(config.loopback) if config.loopback.manage else None
         self.checker = ApiserverCheck(config.apiserver, clock=self.clock.now)
-        self.metrics = Metrics(snapshot=self.snapshot, exabgp_restarts=self.exabgp_restarts)
+        seams = self.seams
+        self.speakers = Speakers(
+            emit=self._emit, backoff=seams.backoff, clock=self.clock.now, python=seams.python
+        )
+        self.metrics = Metrics(snapshot=self.snapshot, exabgp_restarts=self.speakers.restarts)
         self.control = Control(
             path=path,
             store=self.store,
@@ -132,9 +121,6 @@ class Daemon:
             on_drain=self.control.drain,
             on_undrain=self.control.undrain,
         )
-        self.speaker: Speaker | None = None
-        self.next_speaker: Speaker | None = None  # prepared by a reload, started by the core
-        self._earlier_restarts = 0  # of the Speakers a reload replaced
         listen = config.metrics.listen
         self.metrics_server = MetricsServer(self.metrics, listen) if listen else None
         self.pulse = self.pulse_of(config)
@@ -185,8 +171,9 @@ class Daemon:
         if self.vips is not None:  # a daemon killed with SIGKILL left its VIPs behind
             for vip in self.config.vips:
                 await self.vips.ensure_absent(vip)
-        self.speaker = self.new_speaker(self.config)
-        await self.speaker.start()
+        speaker = self.speakers.new(self.config)
+        self.speakers.replace(speaker)
+        await speaker.start()
         await self._serve_metrics()
 
     async def _serve_metrics(self) -> None:
@@ -241,9 +228,7 @@ class Daemon:
         """After a clean stop everything is done; otherwise fail closed: ExaBGP stopped first
         (closed sessions withdraw everything), `withdraw_wait`, then the VIPs off."""
         self.seams.notify("STOPPING=1")
-        for speaker in (self.speaker, self.next_speaker):
-            if speaker is not None:
-                await speaker.stop()
+        await self.speakers.stop_all()
         if self.vips is not None and not self.core.exited:
             if self.core.placed:
                 await asyncio.sleep(self.config.drain.withdraw_wait)
@@ -263,7 +248,7 @@ class Daemon:
     async def _run_core(self) -> None:
         while not self.core.exited:
             event = await self.events.get()
-            if isinstance(event, _SpeakerFailed):
+            if isinstance(event, SpeakerFailure):
                 raise SpeakerError(str(event))
             await self.feed(event)
 
@@ -340,61 +325,27 @@ class Daemon:
 
     # -- ExaBGP
 
-    def new_speaker(self, config: Config) -> Speaker:
-        """A Speaker for `config`, its events tagged with it (raises SpeakerError)."""
-        speaker: Speaker
+    @property
+    def speaker(self) -> Speaker | None:
+        return self.speakers.current
 
-        def on_event(event: SpeakerEvent) -> None:
-            if speaker is self.speaker:  # not an earlier ExaBGP's last words
-                self._speaker_event(event)
+    def _prepare_speaker(self, config: Config) -> None:
+        self.speakers.next = self.speakers.new(config)
 
-        speaker = Speaker(
-            config,
-            on_event=on_event,
-            backoff=self.seams.backoff,
-            clock=self.clock.now,
-            python=self.seams.python,
-        )
-        return speaker
-
-    def replace_speaker(self, new: Speaker) -> None:
-        if self.speaker is not None:  # keep counting from its restarts
-            self._earlier_restarts += self.speaker.restarts
-        self.speaker = new
-
-    def _speaker_event(self, event: SpeakerEvent) -> None:
-        item: ev.Event | _SpeakerFailed
-        if isinstance(event, Connected):
-            item = ev.ExabgpConnected()
-        elif isinstance(event, Disconnected):
-            item = ev.ExabgpDisconnected()
-        elif isinstance(event, Exited):
-            item = ev.ExabgpExited()
-        elif isinstance(event, Failed):
-            item = _SpeakerFailed(f"exabgp supervision failed: {event.error!r}")
-        else:
-            return
+    def _emit(self, item: ev.Event | SpeakerFailure) -> None:
         try:
             self.events.put_nowait(item)
         except asyncio.QueueFull:
             self.spawn(self.events.put(item), "speaker-event")
 
-    def _prepare_speaker(self, config: Config) -> None:
-        self.next_speaker = self.new_speaker(config)
-
     def _reloaded(self, config: Config) -> None:
         self.checker.configure(config.apiserver)
         self.pulse = self.pulse_of(config)
 
-    def exabgp_restarts(self) -> int:
-        """ExaBGP restarts after an exit, over every Speaker of this daemon's life."""
-        current = self.speaker.restarts if self.speaker is not None else 0
-        return self._earlier_restarts + current
-
     # -- status
 
     def snapshot(self) -> StatusSnapshot:
-        status = self.speaker.status() if self.speaker is not None else _NO_SPEAKER
+        status = self.speakers.status()
         now, wall = self.clock.now(), self.seams.wall()
         return build_snapshot(
             state=self.core,

@@ -39,7 +39,8 @@ from announcer.core.effects import (
 )
 from announcer.loopback import LoopbackError
 from announcer.routes import render_announce, render_withdraw
-from announcer.speaker import ChannelClosed, Speaker
+from announcer.speaker import ChannelClosed
+from announcer.speakers import Speakers
 
 __all__ = ["Executor", "Shell", "VipTable"]
 
@@ -60,8 +61,7 @@ class VipTable(Protocol):
 class Shell(Protocol):
     """What the executor needs of the daemon."""
 
-    speaker: Speaker | None
-    next_speaker: Speaker | None
+    speakers: Speakers
     vips: VipTable | None
     checker: ApiserverCheck
     pulse: float
@@ -74,10 +74,6 @@ class Shell(Protocol):
     def spawn(self, job: Coroutine[None, None, None], name: str) -> None: ...
 
     def answer(self, client: int, ok: bool, text: str) -> None: ...
-
-    def new_speaker(self, config: Config) -> Speaker: ...
-
-    def replace_speaker(self, new: Speaker) -> None: ...
 
     def notify_watchdog(self) -> None: ...
 
@@ -104,8 +100,8 @@ class Executor:
         elif isinstance(effect, Log):
             core_log.log(effect.level, "%s", effect.message, extra=dict(effect.fields))
         elif isinstance(effect, KillExabgp):
-            if shell.speaker is not None:
-                shell.speaker.kill()
+            if shell.speakers.current is not None:
+                shell.speakers.current.kill()
         elif isinstance(effect, StopExabgp):
             shell.spawn(self._stop_exabgp(), "exabgp-stop")
         elif isinstance(effect, RestartExabgp):
@@ -117,7 +113,7 @@ class Executor:
         route = effect.route
         announce = effect.action is Action.ANNOUNCE
         command = render_announce(route) if announce else render_withdraw(route)
-        speaker = self._shell.speaker
+        speaker = self._shell.speakers.current
         channel = speaker.channel if speaker is not None else None
         event: ev.Event
         if channel is None:
@@ -163,7 +159,7 @@ class Executor:
         await self._shell.put(ev.ProbeDone(result))
 
     async def _beat(self) -> None:
-        speaker = self._shell.speaker
+        speaker = self._shell.speakers.current
         channel = speaker.channel if speaker is not None else None
         if channel is not None:
             with contextlib.suppress(ChannelClosed):
@@ -171,16 +167,17 @@ class Executor:
         self._shell.notify_watchdog()
 
     async def _stop_exabgp(self) -> None:
-        if self._shell.speaker is not None:
-            await self._shell.speaker.stop()
+        if self._shell.speakers.current is not None:
+            await self._shell.speakers.current.stop()
         await self._shell.put(ev.ExabgpExited())
 
     async def _restart_exabgp(self) -> None:
         shell = self._shell
-        new = shell.next_speaker or shell.new_speaker(shell.config)
-        shell.next_speaker = None
-        if shell.speaker is not None:
-            await shell.speaker.stop()
+        speakers = shell.speakers
+        new = speakers.next or speakers.new(shell.config)
+        speakers.next = None
+        if speakers.current is not None:
+            await speakers.current.stop()
         await shell.put(ev.ExabgpExited())  # the old process is gone for sure
-        shell.replace_speaker(new)
+        speakers.replace(new)
         await new.start()

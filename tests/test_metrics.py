@@ -385,7 +385,7 @@ def test_the_daemon_metrics_follow_what_happens(base: Path, pki: LabPki) -> None
 
                 assert speaker.pid is not None
                 os.kill(speaker.pid, signal.SIGKILL)
-                await until(lambda: daemon.exabgp_restarts() == 1, "exabgp restarted")
+                await until(lambda: daemon.speakers.restarts() == 1, "exabgp restarted")
                 found = await scrape()
                 assert value(found["announcer_exabgp_restarts"], "_total") == 1
             with pytest.raises(httpx.ConnectError):  # the daemon closed the endpoint
