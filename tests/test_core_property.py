@@ -19,7 +19,13 @@ import itertools
 from core_world import World, config
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
 
 from announcer.core import Link
 from announcer.core import events as ev
@@ -29,7 +35,6 @@ from announcer.lifecycle import Lifecycle
 CONFIGS = [config(), config(delay=0.0, withdraw_wait=0.0), config(delay=1.0, withdraw_wait=2.0)]
 VIPS = set(CONFIGS[0].vips)
 NEIGHBORS = {n.address for n in CONFIGS[0].bgp.neighbors}
-OUTCOMES = st.sampled_from(["done", "done", "done", "error", "timeout", "closed"])
 
 
 class CoreMachine(RuleBasedStateMachine):
@@ -40,16 +45,37 @@ class CoreMachine(RuleBasedStateMachine):
         self.asked: set[int] = set()
         self.stopped_exabgp = False
 
+    @initialize(announcing=st.booleans())
+    def begin(self, announcing: bool) -> None:
+        """Half the runs start from a node announcing through a connected ExaBGP."""
+        if announcing:
+            self.w.healthy()
+
     # -- time and probes
+
+    @rule(good=st.booleans())
+    def probe_round(self, good: bool) -> None:
+        """Time runs to the next probe, which answers `good`."""
+        if not self.w.probing:
+            self.w.tick(max(0.0, self.w.state.next_probe - self.w.now))
+        if self.w.probing:
+            self.w.probe(good)
+
+    @rule(good=st.booleans())
+    def health_turns(self, good: bool) -> None:
+        """As many probe rounds as it takes `rise` or `fall` to turn health."""
+        rounds = self.w.cfg.apiserver.rise if good else self.w.cfg.apiserver.fall
+        for _ in range(rounds):
+            self.probe_round(good)
+
+    @rule()
+    def settle(self) -> None:
+        """ExaBGP answers every command, the interface reports, a dying ExaBGP exits."""
+        self.w.quiet()
 
     @rule(dt=st.sampled_from([0.0, 0.1, 0.5, 1.0, 2.5, 4.0]))
     def tick(self, dt: float) -> None:
         self.w.tick(dt)
-
-    @precondition(lambda self: self.w.probing)
-    @rule(good=st.booleans())
-    def probe(self, good: bool) -> None:
-        self.w.probe(good)
 
     # -- requests
 
@@ -97,9 +123,20 @@ class CoreMachine(RuleBasedStateMachine):
         self.w.relay_back()
 
     @precondition(lambda self: self.w.pending is not None and self.w.relay)
-    @rule(outcome=OUTCOMES, applied=st.booleans())
-    def answer(self, outcome: str, applied: bool) -> None:
-        self.w.answer(outcome, applied=applied)
+    @rule()
+    def answer_done(self) -> None:
+        self.w.answer("done")
+
+    @precondition(lambda self: self.w.pending is not None and self.w.relay)
+    @rule()
+    def answer_error(self) -> None:
+        self.w.answer("error")
+
+    @precondition(lambda self: self.w.pending is not None and self.w.relay)
+    @rule(why=st.sampled_from(["timeout", "closed"]), applied=st.booleans())
+    def answer_lost(self, why: str, applied: bool) -> None:
+        """No acknowledgement: ExaBGP may or may not have acted on the command."""
+        self.w.answer(why, applied=applied)
 
     @precondition(lambda self: bool(self.w.vip_news))
     @rule()
