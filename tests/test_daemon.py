@@ -172,6 +172,15 @@ async def running(world: World, daemon: Daemon | None = None) -> AsyncIterator[D
         assert code == EXIT_OK
 
 
+async def announcing(world: World) -> tuple[Daemon, asyncio.Task[int]]:
+    """A daemon started and announcing, left to the test to stop (and to await)."""
+    daemon = world.daemon()
+    task = asyncio.create_task(daemon.run())
+    await until(lambda: task.done() or world.socket.exists(), "status socket")
+    await until(lambda: announced(world), "announced")
+    return daemon, task
+
+
 async def announced(world: World) -> bool:
     return (await world.status()).announced
 
@@ -274,10 +283,7 @@ def test_started_with_the_drain_flag_it_stays_drained(base: Path, pki: LabPki) -
 def test_sigterm_is_two_phase_and_exits_0_in_time(base: Path, pki: LabPki) -> None:
     async def test() -> None:
         async with world_of(base, pki) as world:
-            daemon = world.daemon()
-            task = asyncio.create_task(daemon.run())
-            await until(lambda: task.done() or world.socket.exists(), "status socket")
-            await until(lambda: announced(world), "announced")
+            daemon, task = await announcing(world)
             started = time.monotonic()
             os.kill(os.getpid(), signal.SIGTERM)
             await until(
@@ -308,10 +314,7 @@ def test_a_second_sigterm_withdraws_at_once(base: Path, pki: LabPki) -> None:
     async def test() -> None:
         async with world_of(base, pki) as world:
             world.write(drain={"delay": 30.0, "withdraw_wait": 30.0})
-            daemon = world.daemon()
-            task = asyncio.create_task(daemon.run())
-            await until(lambda: task.done() or world.socket.exists(), "status socket")
-            await until(lambda: announced(world), "announced")
+            daemon, task = await announcing(world)
             started = time.monotonic()
             os.kill(os.getpid(), signal.SIGTERM)
             await until(lambda: daemon.core.lifecycle is Lifecycle.STOPPING, "stopping")
@@ -370,10 +373,7 @@ def test_sighup_with_new_bgp_settings_restarts_exabgp(base: Path, pki: LabPki) -
 def test_a_crashing_task_withdraws_and_exits_1(base: Path, pki: LabPki) -> None:
     async def test() -> None:
         async with world_of(base, pki) as world:
-            daemon = world.daemon()
-            task = asyncio.create_task(daemon.run())
-            await until(lambda: task.done() or world.socket.exists(), "status socket")
-            await until(lambda: announced(world), "announced")
+            daemon, task = await announcing(world)
             world.vips.crash = True
             code = await asyncio.wait_for(task, DEADLINE)
             assert code == EXIT_FAILURE
@@ -390,10 +390,7 @@ def test_a_dead_exabgp_supervisor_fails_the_daemon_closed(base: Path, pki: LabPk
 
     async def test() -> None:
         async with world_of(base, pki) as world:
-            daemon = world.daemon()
-            task = asyncio.create_task(daemon.run())
-            await until(lambda: task.done() or world.socket.exists(), "status socket")
-            await until(lambda: announced(world), "announced")
+            daemon, task = await announcing(world)
             speaker = daemon.speaker
             assert speaker is not None and speaker.pid is not None
 
