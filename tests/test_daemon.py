@@ -22,7 +22,7 @@ import yaml
 from announcer.config import load_config
 from announcer.config.model import VipNetwork
 from announcer.daemon import EXIT_FAILURE, EXIT_OK, Daemon, Seams
-from announcer.health import Health
+from announcer.health import Health, ProbeResult
 from announcer.lab.apiserver.credentials import server_tls_context
 from announcer.lab.apiserver.listen import ListenAddress
 from announcer.lab.apiserver.server import FakeApiserver
@@ -432,6 +432,39 @@ def test_the_watchdog_is_fed_by_the_decision_loop(base: Path, pki: LabPki) -> No
             assert daemon.pulse == pytest.approx(0.05)  # a quarter of the watchdog
             async with running(world, daemon):
                 await until(lambda: world.notes.count("WATCHDOG=1") >= 10, "watchdog pings")
+
+    asyncio.run(test())
+
+
+def test_a_probe_stuck_past_its_deadline_starves_the_watchdog_and_the_relay(
+    base: Path, pki: LabPki
+) -> None:
+    """The beat proves the loop decides: a probe that never returns (stuck outside its own
+    deadline) must not keep systemd's watchdog or the relay's heartbeat fed, so the relay
+    kills ExaBGP. Only the probe is replaced; ExaBGP, the relay and the socket are real."""
+
+    async def test() -> None:
+        async with world_of(base, pki) as world:
+            world.write(exabgp={"heartbeat_timeout": 1.0})
+            seams = Seams(vip_table=lambda _: world.vips, notify=world.note, watchdog=0.2)
+            daemon = Daemon(world.config_file, load_config(world.config_file), seams=seams)
+            async with running(world, daemon):
+                await until(lambda: announced(world), "announced")
+                speaker = daemon.speaker
+                assert speaker is not None
+                stuck = asyncio.Event()
+
+                async def hangs() -> ProbeResult:
+                    stuck.set()
+                    await asyncio.Event().wait()
+                    raise AssertionError("unreachable")
+
+                daemon.checker.probe = hangs  # type: ignore[method-assign]
+                await until(stuck.is_set, "a probe stuck")
+                await until(lambda: speaker.restarts >= 1, "the relay killed exabgp")
+                fed = world.notes.count("WATCHDOG=1")
+                await asyncio.sleep(0.5)  # a measurement window, not a synchronisation
+                assert world.notes.count("WATCHDOG=1") == fed, "watchdog fed by a stuck loop"
 
     asyncio.run(test())
 
