@@ -1,28 +1,31 @@
-"""`announcer run`: the daemon's parts wired together, and their lives.
+"""`announcer run`: the shell around the pure core, and the lives of the daemon's parts.
 
 ```
 run ── status socket, VIPs left by a previous run removed, Speaker (ExaBGP) started,
  │     metrics endpoint (if `metrics.listen`: a taken address is logged, not fatal)
- └─ TaskGroup: reconciler (the one writer to ExaBGP)
-               decision loop (probe -> state -> apply; relay heartbeat, systemd watchdog)
-               speaker events (relay connected: replay; gone: stop sending)
-               signals (TERM/INT: stop, twice: at once; HUP: reload)
-               stopper (graceful phase, withdraw, wait, VIPs off, done)
-finally: withdraw with its own deadline, VIPs off, ExaBGP stopped, sockets closed
+ └─ TaskGroup: core     one task: takes events off one bounded queue, feeds them to
+                        `announcer.core.step` and carries out the effects (`Executor`);
+                        effects that wait (a command's ack, a probe, the interface, stopping
+                        ExaBGP) run as tasks of this group and come back as events
+               ticker   a Tick every pulse (probes are due, graceful phases end, it beats)
+               vips     VIPs someone removed from the interface, reported as events
+               signals  TERM/INT: StopRequested (twice: hurry); HUP: reload
+finally: a clean stop already withdrew, waited and stopped ExaBGP (the core saw to it); any
+         other end (a failed task, a failed start) stops ExaBGP first (closed sessions are
+         the withdraw), waits `withdraw_wait`, then takes the VIPs off
 ```
-Whatever ends the task group (a clean stop, a crashed task), the `finally` withdraws what is
-still announced before ExaBGP is stopped: the code that announced is the code that withdraws.
-A crash exits 1, a stop 0. Control requests (drain, undrain) and reloads are in
-`announcer.control`.
+Control requests (drain, undrain, reload) are events with a reply (`announcer.control`). A
+crash exits 1, a stop 0.
 
-Must not: decide (`state`), apply (`apply`), probe (`checker`) or talk to ExaBGP (`reconcile`,
-`speaker`) itself; it only starts, connects and stops those.
+Must not: decide anything (`announcer.core` does) nor write the core's state other than by
+`step`; it only turns the world into events and effects into I/O.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import signal
 import time
@@ -32,45 +35,31 @@ from pathlib import Path
 from typing import Final
 
 from announcer import sdnotify
-from announcer.apply import Applier, VipTable
 from announcer.checker import ApiserverCheck
+from announcer.clock import Clock, LoopClock
 from announcer.config import Config, LoopbackConfig
 from announcer.control import Control
-from announcer.decide import Clock, DecisionLoop, LoopClock
+from announcer.core import CoreState, initial, step
+from announcer.core import events as ev
 from announcer.drainstore import DrainStore
-from announcer.lifecycle import Lifecycle
+from announcer.executor import Executor, VipTable
 from announcer.loopback import Loopback, LoopbackError
 from announcer.metrics import Metrics, MetricsServer
-from announcer.reconcile import Reconciler, SinkFailure
 from announcer.signals import SignalQueue
 from announcer.snapshot import build_snapshot
-from announcer.speaker import (
-    Backoff,
-    ChannelClosed,
-    Connected,
-    Disconnected,
-    Failed,
-    Speaker,
-    SpeakerError,
-    SpeakerEvent,
-    SpeakerStatus,
-)
-from announcer.state import NodeState
+from announcer.speaker import Backoff, Speaker, SpeakerError
+from announcer.speakers import SpeakerFailure, Speakers
 from announcer.status import StatusServer, StatusServerError
 from announcer.status_protocol import StatusSnapshot
 
-__all__ = ["ACK_TIMEOUT", "EXIT_FAILURE", "EXIT_OK", "Daemon", "Seams", "run_daemon"]
+__all__ = ["ACK_TIMEOUT", "EXIT_FAILURE", "EXIT_OK", "QUEUE_SIZE", "Daemon", "Seams", "run_daemon"]
 
 log = logging.getLogger(__name__)
 
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
 ACK_TIMEOUT: Final = 2.0
-# How long the last withdraw may take before ExaBGP is stopped anyway (which withdraws too).
-WITHDRAW_DEADLINE: Final = 1.0
-
-
-_NO_SPEAKER: Final = SpeakerStatus(pid=None, restarts=0, connected=False, sessions=())
+QUEUE_SIZE: Final = 1024
 
 
 def _loopback(config: LoopbackConfig) -> VipTable:
@@ -107,26 +96,24 @@ class Daemon:
         self.path = path
         self.clock = self.seams.clock
         self.store = DrainStore(config.state_dir)
-        self.state = NodeState(
-            config, drained=self.store.is_drained(), now=self.clock.now(), wall=self.seams.wall
-        )
-        self.reconciler = Reconciler(None, ack_timeout=ACK_TIMEOUT, on_error=self._sink_failed)
-        vips = self.seams.vip_table(config.loopback) if config.loopback.manage else None
-        self.applier = Applier(self.reconciler, vips, withdraw_wait=config.drain.withdraw_wait)
+        drained = self.store.is_drained()
+        self.core: CoreState = initial(config, drained=drained, now=self.clock.now())
+        self.events: asyncio.Queue[ev.Event | SpeakerFailure] = asyncio.Queue(QUEUE_SIZE)
+        self.vips = self.seams.vip_table(config.loopback) if config.loopback.manage else None
         self.checker = ApiserverCheck(config.apiserver, clock=self.clock.now)
-        self.metrics = Metrics(snapshot=self.snapshot, exabgp_restarts=self.exabgp_restarts)
-        self.loop = DecisionLoop(
-            self.state,
-            check=self.checker,
-            applier=self.applier,
-            reconciler=self.reconciler,
-            clock=self.clock,
-            beat=self._beat,
-            pulse=self.pulse(config),
-            on_decided=self._decided,
-            on_probed=self.metrics.record_probe,
+        seams = self.seams
+        self.speakers = Speakers(
+            emit=self._emit, backoff=seams.backoff, clock=self.clock.now, python=seams.python
         )
-        self.control = Control(self)
+        self.metrics = Metrics(snapshot=self.snapshot, exabgp_restarts=self.speakers.restarts)
+        self.control = Control(
+            path=path,
+            store=self.store,
+            submit=self.submit,
+            current=lambda: self.config,
+            prepare=self._prepare_speaker,
+            reloaded=self._reloaded,
+        )
         self.status = StatusServer(
             config.status.socket,
             mode=config.status.mode,
@@ -135,27 +122,29 @@ class Daemon:
             on_drain=self.control.drain,
             on_undrain=self.control.undrain,
         )
-        self.speaker: Speaker | None = None
-        self._earlier_restarts = 0  # of the Speakers a reload replaced
         listen = config.metrics.listen
         self.metrics_server = MetricsServer(self.metrics, listen) if listen else None
-        self.config_error: str | None = None
-        self.sink_failures = 0
-        self.stopping = False
-        self.hurry = asyncio.Event()
-        self._stop_requested = asyncio.Event()
-        self._finished = asyncio.Event()
-        self._events: asyncio.Queue[tuple[Speaker, SpeakerEvent]] = asyncio.Queue()
+        self.pulse = self.pulse_of(config)
+        self.executor = Executor(self, ack_timeout=ACK_TIMEOUT)
+        self._clients = itertools.count(1)
+        self._waiting: dict[int, asyncio.Future[tuple[bool, str]]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._group: asyncio.TaskGroup | None = None
         self._connected_once = False
         self._ready = False
-        self._announced_at_stop = False
+        self._stopping = False
         self._status_line = ""
+        self.probes = 0
 
     @property
     def config(self) -> Config:
-        return self.state.config
+        return self.core.config
 
-    def pulse(self, config: Config) -> float:
+    @property
+    def config_error(self) -> str | None:
+        return self.control.config_error
+
+    def pulse_of(self, config: Config) -> float:
         """How often the loop beats: often enough for the relay and systemd's watchdog."""
         pulse = min(config.apiserver.interval, config.exabgp.heartbeat_timeout / 4)
         if self.seams.watchdog is not None:
@@ -169,32 +158,23 @@ class Daemon:
         async with SignalQueue() as signals:
             try:
                 await self._start()
-                await self._serve(signals)
-                code = EXIT_OK
+                code = await self._serve(signals)
             except (StatusServerError, SpeakerError, LoopbackError) as exc:
                 log.critical("cannot start: %s", exc, extra={"event": "failed"})
-            except Exception as exc:
-                log.critical(
-                    "a task failed: withdrawing and exiting",
-                    exc_info=exc,
-                    extra={"event": "failed"},
-                )
             finally:
                 await self._shutdown()
         log.info("stopped (exit %d)", code, extra={"event": "stopped", "code": code})
         return code
 
     async def _start(self) -> None:
-        log.info(
-            "starting: %s",
-            self.path,
-            extra={"event": "start", "drained": self.state.drained},
-        )
+        log.info("starting: %s", self.path, extra={"event": "start", "drained": self.core.drained})
         await self.status.start()
-        # A daemon killed with SIGKILL left its VIPs on the interface; health starts DOWN.
-        await self.applier.clear(self.config.vips)
-        self.speaker = self.new_speaker(self.config)
-        await self.speaker.start()
+        if self.vips is not None:  # a daemon killed with SIGKILL left its VIPs behind
+            for vip in self.config.vips:
+                await self.vips.ensure_absent(vip)
+        speaker = self.speakers.new(self.config)
+        self.speakers.replace(speaker)
+        await speaker.start()
         await self._serve_metrics()
 
     async def _serve_metrics(self) -> None:
@@ -211,158 +191,178 @@ class Daemon:
                 )
                 self.metrics_server = None
 
-    async def _serve(self, signals: SignalQueue) -> None:
-        jobs: dict[str, Coroutine[None, None, None]] = {
-            "reconciler": self.reconciler.run(),
-            "decision-loop": self.loop.run(),
-            "speaker-events": self._speaker_events(),
-            "signals": self._signals(signals),
-            "stopper": self._stopper(),
-        }
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(job, name=name) for name, job in jobs.items()]
-            await self._finished.wait()
-            for task in tasks:
-                task.cancel()
+    async def _serve(self, signals: SignalQueue) -> int:
+        try:
+            async with asyncio.TaskGroup() as group:
+                self._group = group
+                self.spawn(self._ticker(), "ticker")
+                self.spawn(self._watch_vips(), "vips")
+                self.spawn(self._signals(signals), "signals")
+                await self._run_core()
+                await self._end_tasks()
+        except Exception as exc:  # the group's ExceptionGroup: any failed task fails closed
+            log.critical(
+                "a task failed: withdrawing and exiting", exc_info=exc, extra={"event": "failed"}
+            )
+            return EXIT_FAILURE
+        finally:
+            self._group = None
+        return EXIT_OK
+
+    async def _end_tasks(self) -> None:
+        # A probe is let finish within its deadline: httpx cancelled mid-connect may leave
+        # a socket for the garbage collector.
+        probes = {task for task in self._tasks if task.get_name() == "probe"}
+        if probes:
+            await asyncio.wait(probes, timeout=2 * self.config.apiserver.timeout)
+        for task in list(self._tasks):
+            task.cancel()
+
+    def spawn(self, job: Coroutine[None, None, None], name: str) -> None:
+        """Run `job` as a task of the daemon's group (its failure fails the daemon)."""
+        assert self._group is not None, "no task outside the daemon's group"
+        task = self._group.create_task(job, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _shutdown(self) -> None:
-        """Fail closed: whatever is still announced is withdrawn before ExaBGP stops."""
+        """After a clean stop everything is done; otherwise fail closed: ExaBGP stopped first
+        (closed sessions withdraw everything), `withdraw_wait`, then the VIPs off."""
         self.seams.notify("STOPPING=1")
-        await self._withdraw_all()
-        with contextlib.suppress(LoopbackError):
-            await self.applier.clear(self.config.vips)
-        if self.speaker is not None:
-            await self.speaker.stop()
+        await self.speakers.stop_all()
+        if self.vips is not None and not self.core.exited:
+            if self.core.placed:
+                await asyncio.sleep(self.config.drain.withdraw_wait)
+            for vip in sorted({*self.config.vips, *self.core.placed}, key=str):
+                with contextlib.suppress(LoopbackError):
+                    await self.vips.ensure_absent(vip)
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_result((False, "the daemon stopped"))
         await self.status.close()
         if self.metrics_server is not None:
             await self.metrics_server.close()
         await self.checker.aclose()
 
-    async def _withdraw_all(self) -> None:
-        self.reconciler.set_desired(())
-        if self.reconciler.converged or not self.reconciler.connected:
-            return
-        runner = asyncio.create_task(self.reconciler.run(), name="last-withdraw")
+    # -- the core
+
+    async def _run_core(self) -> None:
+        while not self.core.exited:
+            event = await self.events.get()
+            if isinstance(event, SpeakerFailure):
+                raise SpeakerError(str(event))
+            await self.feed(event)
+
+    async def feed(self, event: ev.Event) -> None:
+        """Step the core with `event` and carry out what it asks."""
+        before = self.core
+        self.core, effects = step(before, event, self.clock.now())
+        if isinstance(event, ev.ProbeDone):
+            self._probed(event, before)
+        elif isinstance(event, ev.ExabgpConnected):
+            self._connected_once = True
+        for effect in effects:
+            await self.executor.carry_out(effect)
+        self._decided()
+
+    def submit(self, make: Callable[[int], ev.Event]) -> asyncio.Future[tuple[bool, str]]:
+        """Queue a client's event now; the future gets the core's one answer."""
+        client = next(self._clients)
+        future: asyncio.Future[tuple[bool, str]] = asyncio.get_running_loop().create_future()
         try:
-            if not await self.reconciler.wait_converged(WITHDRAW_DEADLINE):
-                log.warning("withdraw not confirmed in time: stopping exabgp anyway")
-        finally:
-            runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await runner
-
-    # -- stopping
-
-    def request_stop(self, signum: int) -> None:
-        name = signal.Signals(signum).name
-        if self.stopping:
-            log.warning(
-                "%s again: withdrawing at once", name, extra={"event": "stop", "signal": name}
-            )
-            self.state.hurry()
-            self.hurry.set()
+            self.events.put_nowait(make(client))
+        except asyncio.QueueFull:
+            future.set_result((False, "the daemon is busy; try again"))
         else:
-            self.stopping = True
-            self._announced_at_stop = bool(self.reconciler.installed)
-            log.info("%s: stopping", name, extra={"event": "stop", "signal": name})
-            self.seams.notify("STOPPING=1")
-            self.state.stop(self.clock.now(), announcing=self._announced_at_stop)
-            self._stop_requested.set()
-        self.loop.wake()
+            self._waiting[client] = future
+        return future
 
-    async def _stopper(self) -> None:
-        await self._stop_requested.wait()
-        drain = self.config.drain
-        stopped = await self.loop.until(
-            lambda: self.state.lifecycle is Lifecycle.STOPPED, drain.delay + 1.0
-        )
-        if not stopped:
-            self.state.hurry()
-            self.loop.wake()
-        # Without a relay there is nobody to confirm: ExaBGP is gone or about to replay.
-        confirming = self.reconciler.connected
-        if confirming and not await self.reconciler.wait_converged(WITHDRAW_DEADLINE):
-            log.warning("withdraw not confirmed in time: stopping anyway")
-        if self._announced_at_stop and not self.hurry.is_set():
-            await self.clock.wait(self.hurry, self.clock.now() + drain.withdraw_wait)
-        await self.applier.clear(self.config.vips)
-        self._finished.set()
+    async def put(self, event: ev.Event) -> None:
+        await self.events.put(event)
+
+    def notify_watchdog(self) -> None:
+        if self.seams.watchdog is not None:
+            self.seams.notify("WATCHDOG=1")
+
+    def answer(self, client: int, ok: bool, text: str) -> None:
+        future = self._waiting.pop(client, None)
+        if future is not None and not future.done():  # a client that left cancelled it
+            future.set_result((ok, text))
+
+    async def _ticker(self) -> None:
+        never = asyncio.Event()
+        while True:
+            await self.events.put(ev.Tick())
+            await self.clock.wait(never, self.clock.now() + self.pulse)
+
+    async def _watch_vips(self) -> None:
+        never = asyncio.Event()
+        while self.vips is not None:
+            await self.clock.wait(never, self.clock.now() + self.config.apiserver.interval)
+            core = self.core
+            on = sorted(core.placed - core.adding - core.removing, key=str)
+            try:
+                missing = await self.vips.missing(on) if on else []
+            except LoopbackError as exc:
+                log.error("cannot check the VIPs on the interface: %s", exc)
+                continue
+            for vip in missing:
+                await self.events.put(ev.VipObserved(vip, False))
 
     async def _signals(self, signals: SignalQueue) -> None:
         while True:
             signum = await signals.get()
             if signum == signal.SIGHUP:
-                await self.control.reload()
+                self.spawn(self.control.reload(), "reload")
+                continue
+            name = signal.Signals(signum).name
+            if self._stopping:
+                log.warning("%s again: withdrawing at once", name, extra={"event": "stop"})
             else:
-                self.request_stop(signum)
+                self._stopping = True
+                log.info("%s: stopping", name, extra={"event": "stop", "signal": name})
+                self.seams.notify("STOPPING=1")
+            await self.events.put(ev.StopRequested(name))
 
     # -- ExaBGP
 
-    def new_speaker(self, config: Config) -> Speaker:
-        """A Speaker for `config`, its events tagged with it (raises SpeakerError)."""
-        speaker: Speaker
+    @property
+    def speaker(self) -> Speaker | None:
+        return self.speakers.current
 
-        def on_event(event: SpeakerEvent) -> None:
-            self._events.put_nowait((speaker, event))
+    def _prepare_speaker(self, config: Config) -> None:
+        self.speakers.next = self.speakers.new(config)
 
-        speaker = Speaker(
-            config,
-            on_event=on_event,
-            backoff=self.seams.backoff,
-            clock=self.clock.now,
-            python=self.seams.python,
-        )
-        if self.speaker is not None:  # a reload replaces it: keep counting from its restarts
-            self._earlier_restarts += self.speaker.restarts
-        return speaker
+    def _emit(self, item: ev.Event | SpeakerFailure) -> None:
+        try:
+            self.events.put_nowait(item)
+        except asyncio.QueueFull:
+            self.spawn(self.events.put(item), "speaker-event")
 
-    def exabgp_restarts(self) -> int:
-        """ExaBGP restarts after an exit, over every Speaker of this daemon's life."""
-        current = self.speaker.restarts if self.speaker is not None else 0
-        return self._earlier_restarts + current
-
-    async def _speaker_events(self) -> None:
-        while True:
-            speaker, event = await self._events.get()
-            if speaker is not self.speaker:
-                continue  # an earlier ExaBGP's last words, after a restart
-            if isinstance(event, Connected):
-                self.reconciler.replay(event.channel)
-                self._connected_once = True
-                self.loop.wake()
-            elif isinstance(event, Disconnected):
-                self.reconciler.disconnect()
-                self.loop.wake()
-            elif isinstance(event, Failed):
-                raise SpeakerError(f"exabgp supervision failed: {event.error!r}") from event.error
-
-    async def _beat(self) -> None:
-        channel = self.speaker.channel if self.speaker is not None else None
-        if channel is not None:
-            with contextlib.suppress(ChannelClosed):
-                await channel.heartbeat()
-        if self.seams.watchdog is not None:
-            self.seams.notify("WATCHDOG=1")
-
-    def _sink_failed(self, failure: SinkFailure) -> None:
-        self.sink_failures += 1
+    def _reloaded(self, config: Config) -> None:
+        self.checker.configure(config.apiserver)
+        self.pulse = self.pulse_of(config)
 
     # -- status
 
     def snapshot(self) -> StatusSnapshot:
-        status = self.speaker.status() if self.speaker is not None else _NO_SPEAKER
+        status = self.speakers.status()
         now, wall = self.clock.now(), self.seams.wall()
         return build_snapshot(
-            state=self.state,
-            applier=self.applier,
-            reconciler=self.reconciler,
+            state=self.core,
             speaker=status,
             config_error=self.config_error,
             to_wall=lambda since: wall - (now - since),
         )
 
+    def _probed(self, event: ev.ProbeDone, before: CoreState) -> None:
+        self.probes += 1
+        after = self.core.transitions
+        transition = after[-1] if after and after != before.transitions else None
+        self.metrics.record_probe(event.result, transition)
+
     def _decided(self) -> None:
-        if not self._ready and self._connected_once and self.state.last_probe is not None:
+        if not self._ready and self._connected_once and self.core.last_probe is not None:
             self._ready = True
             log.info("ready", extra={"event": "ready"})
             self.seams.notify("READY=1")
@@ -372,8 +372,7 @@ class Daemon:
             self.seams.notify(f"STATUS={line}")
 
     def _summary(self) -> str:
-        verdict = self.state.verdict()
-        vips = {route.prefix for route in verdict.routes} & self.applier.announcing
+        vips = self.core.announcing
         if vips:
-            return f"announcing {len(vips)}/{len(self.config.vips)} VIP(s); {verdict.reason}"
-        return f"not announcing: {verdict.reason}"
+            return f"announcing {len(vips)}/{len(self.config.vips)} VIP(s); {self.core.reason()}"
+        return f"not announcing: {self.core.reason()}"

@@ -8,7 +8,7 @@ characters an API line needs: guarantee 4 ("nothing but the configured VIPs") an
 command per line" hold even if a bad value got past configuration parsing.
 
 It must not do I/O, keep state or know what ExaBGP has installed (that is
-`announcer.reconcile`).
+`announcer.core`).
 
 ExaBGP 5 notes (see the reference measurements): every line names its neighbor, since an
 unqualified one can half-apply; `next-hop self` cannot give an IPv6 next hop over an IPv4

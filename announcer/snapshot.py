@@ -1,9 +1,10 @@
-"""The status snapshot: what `announcer status` shows, gathered from the daemon's parts.
+"""The status snapshot: what `announcer status` shows, read from the core's state.
 
-A VIP counts as announced when ExaBGP acknowledged a route for it (the reconciler's
-`installed`), not merely when one is desired; a VIP that is not announced says why: the
-verdict's reason (health, drain, stop), its interface error, or ExaBGP not there or not done
-yet. Times become Unix time here, for humans.
+A VIP counts as announced when ExaBGP acknowledged a route for it (the core's `installed`),
+not merely when one is desired, and never on the word of an ExaBGP the core is unsure of (a
+lost channel, a kill under way): then the VIP says so. A VIP that is not announced says why:
+health, drain or stop, its interface error, or ExaBGP not there or not done yet. Times become
+Unix time here, for humans.
 
 Must not: change anything; it only reads.
 """
@@ -12,12 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from announcer.apply import Applier
 from announcer.config.model import VipNetwork
+from announcer.core import CoreState, Link
 from announcer.lifecycle import Lifecycle
-from announcer.reconcile import Reconciler
 from announcer.speaker import SpeakerStatus
-from announcer.state import NodeState
 from announcer.status_protocol import (
     ExabgpStatus,
     NeighborStatus,
@@ -34,20 +33,18 @@ _GRACEFUL = (Lifecycle.DRAINING, Lifecycle.STOPPING)
 
 def build_snapshot(
     *,
-    state: NodeState,
-    applier: Applier,
-    reconciler: Reconciler,
+    state: CoreState,
     speaker: SpeakerStatus,
     config_error: str | None,
     to_wall: Callable[[float], float],
 ) -> StatusSnapshot:
-    """`to_wall` turns a time on the speaker's (monotonic) clock into Unix time."""
-    vips = tuple(_vip(vip, state, applier, reconciler) for vip in state.config.vips)
+    """`to_wall` turns a monotonic time (the core's and the speaker's clock) into Unix time."""
+    vips = tuple(_vip(vip, state) for vip in state.config.vips)
     probe = state.last_probe
     return StatusSnapshot(
         announced=any(vip.announced for vip in vips),
-        health=state.health,
-        health_since=state.health_since,
+        health=state.health.state,
+        health_since=to_wall(state.health.since),
         drained=state.drained,
         lifecycle=state.lifecycle,
         vips=vips,
@@ -62,41 +59,40 @@ def build_snapshot(
         last_probe=None
         if probe is None
         else ProbeStatus(
-            ok=probe.result.ok,
-            status=probe.result.status,
-            reason=probe.result.reason,
-            latency_ms=round(probe.result.latency * 1000, 3),
-            at=probe.wall,
+            ok=probe.ok,
+            status=probe.status,
+            reason=probe.reason,
+            latency_ms=round(probe.latency * 1000, 3),
+            at=to_wall(probe.at),
         ),
         exabgp=ExabgpStatus(pid=speaker.pid, restarts=speaker.restarts),
         transitions=tuple(
-            TransitionRecord(
-                at=entry.wall,
-                old=entry.transition.old.value,
-                new=entry.transition.new.value,
-                reason=entry.transition.reason,
-            )
-            for entry in state.transitions
+            TransitionRecord(at=to_wall(t.at), old=t.old.value, new=t.new.value, reason=t.reason)
+            for t in state.transitions
         ),
         config_error=config_error,
     )
 
 
-def _vip(vip: VipNetwork, state: NodeState, applier: Applier, reconciler: Reconciler) -> VipStatus:
-    announced = any(route.prefix == vip for route in reconciler.installed)
-    verdict = state.verdict()
-    desired = any(route.prefix == vip for route in verdict.routes)
+def _vip(vip: VipNetwork, state: CoreState) -> VipStatus:
+    sure = state.link is Link.CONNECTED
+    announced = sure and any(route.prefix == vip for route in state.installed.values())
+    desired = vip in state.wanted_vips()
+    why = state.reason()
     if announced:
-        graceful = state.lifecycle in _GRACEFUL
-        reason = f"{state.lifecycle.value}: graceful shutdown" if graceful else verdict.reason
+        text = (
+            f"{state.lifecycle.value}: graceful shutdown" if state.lifecycle in _GRACEFUL else why
+        )
         if not desired:
-            reason = f"being withdrawn: {verdict.reason}"
-    elif (error := applier.errors.get(vip)) is not None:
-        reason = f"interface: {error}"
+            text = f"being withdrawn: {why}"
+    elif vip in state.exposed_vips():
+        text = f"unknown: exabgp {state.link.value}, may still announce it"
+    elif (error := state.vip_errors.get(vip)) is not None:
+        text = f"interface: {error}"
     elif not desired:
-        reason = verdict.reason
-    elif not reconciler.connected:
-        reason = "exabgp not connected"
+        text = why
+    elif state.link is not Link.CONNECTED:
+        text = "exabgp not connected"
     else:
-        reason = "waiting for exabgp"
-    return VipStatus(prefix=str(vip), announced=announced, reason=reason)
+        text = "waiting for exabgp"
+    return VipStatus(prefix=str(vip), announced=announced, reason=text)

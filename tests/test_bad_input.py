@@ -18,9 +18,7 @@ import copy
 import dataclasses
 import json
 import logging
-import shutil
 import socket
-import tempfile
 from collections.abc import Callable, Iterator
 from ipaddress import IPv4Address, IPv4Network, ip_address, ip_network
 from pathlib import Path
@@ -31,7 +29,7 @@ from test_daemon import World, running, until, world_of
 
 from announcer.config import ConfigError, load_config, parse_config
 from announcer.config.model import Community, LargeCommunity
-from announcer.lab.pki import LabPki, write_lab_pki
+from announcer.lab.pki import LabPki
 from announcer.routes import Route, RouteError, render_announce, render_withdraw
 from announcer.speaker import Channel, RenderError, render_environment, render_exabgp
 from announcer.status import MAX_CLIENTS
@@ -365,31 +363,14 @@ main()
 '''
 
 
-@pytest.fixture(scope="module")
-def shared() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="bad-input-test-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def pki(shared: Path) -> LabPki:
-    return write_lab_pki(shared / "lab", {"cp1": []})
-
-
 @pytest.fixture
-def base(shared: Path, request: pytest.FixtureRequest) -> Path:
-    name: str = request.node.name
-    path = shared / name[:40]
-    path.mkdir(mode=0o755)
-    shutil.copyfile(Path(__file__).parent / "speaker" / "fake_exabgp.py", path / "fake-exabgp")
-    (path / "fake-exabgp").chmod(0o755)
-    (path / "garbage-exabgp").write_text(GARBAGE_EXABGP)
-    (path / "garbage-exabgp").chmod(0o755)
-    (path / "control").mkdir()
-    (path / "control").chmod(0o777)  # ExaBGP's unprivileged user writes there
-    return path
+def base(base: Path) -> Path:
+    """The shared fixture's directory, with the garbage ExaBGP and its control directory."""
+    (base / "garbage-exabgp").write_text(GARBAGE_EXABGP)
+    (base / "garbage-exabgp").chmod(0o755)
+    (base / "control").mkdir()
+    (base / "control").chmod(0o777)  # ExaBGP's unprivileged user writes there
+    return base
 
 
 def rib(base: Path) -> list[str] | None:
@@ -422,10 +403,12 @@ def test_relay_garbage_resyncs_and_ends_with_the_desired_routes(
                 await until(lambda: not (control / "crash").exists(), "crash mid-line")
                 await until(lambda: (control / "garbage").read_text() == "0", "garbage sent")
                 await world.status()  # the status socket answers all along
-                desired = daemon.reconciler.desired
+                desired = frozenset(daemon.core.desired().values())
                 expected = sorted(render_announce(r) for r in desired)
                 await until_long(lambda: rib(base) == expected, "exabgp holds the desired routes")
-                await until(lambda: daemon.reconciler.installed == desired, "acknowledged")
+                await until(
+                    lambda: frozenset(daemon.core.installed.values()) == desired, "acknowledged"
+                )
                 assert len(desired) == 2
                 assert (await world.status()).announced
 
@@ -524,7 +507,7 @@ def test_the_daemon_status_socket_survives_garbage_and_is_not_drained(
             await until(lambda: world_announced(world), "answers again once the hogs leave")
             snapshot = await world.status()
             assert (snapshot.announced, snapshot.drained) == (True, False)
-            assert daemon.reconciler.installed == daemon.reconciler.desired != frozenset()
+            assert daemon.core.installed == daemon.core.desired() != {}
 
     asyncio.run(test())
 

@@ -10,9 +10,8 @@ import os
 import shutil
 import signal
 import sys
-import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,12 +23,12 @@ from announcer.config import load_config
 from announcer.config.model import VipNetwork
 from announcer.daemon import EXIT_FAILURE, EXIT_OK, Daemon, Seams
 from announcer.drainstore import DrainStore
-from announcer.health import Health
+from announcer.health import Health, ProbeResult
 from announcer.lab.apiserver.credentials import server_tls_context
 from announcer.lab.apiserver.listen import ListenAddress
 from announcer.lab.apiserver.server import FakeApiserver
 from announcer.lab.apiserver.states import State
-from announcer.lab.pki import LabPki, write_lab_pki
+from announcer.lab.pki import LabPki
 from announcer.lifecycle import Lifecycle
 from announcer.routes import GRACEFUL_SHUTDOWN_COMMUNITY
 from announcer.speaker import Backoff
@@ -40,31 +39,6 @@ HERE = Path(__file__).parent
 DEADLINE = 10.0
 EXABGP_USER = "nobody"  # exists on Debian; used when the tests run as root
 VIPS = ["198.51.100.10/32", "2001:db8:100::10/128"]
-
-
-@pytest.fixture(scope="module")
-def shared() -> Iterator[Path]:
-    """A directory ExaBGP's unprivileged user can traverse (tmp_path is root-only)."""
-    path = Path(tempfile.mkdtemp(prefix="daemon-test-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def pki(shared: Path) -> LabPki:
-    return write_lab_pki(shared / "lab", {"cp1": []})
-
-
-@pytest.fixture
-def base(shared: Path, request: pytest.FixtureRequest) -> Path:
-    name: str = request.node.name
-    path = shared / name[:40]
-    path.mkdir(mode=0o755)
-    fake = path / "fake-exabgp"
-    shutil.copyfile(HERE / "speaker" / "fake_exabgp.py", fake)
-    fake.chmod(0o755)
-    return path
 
 
 class FakeVips:
@@ -199,6 +173,15 @@ async def running(world: World, daemon: Daemon | None = None) -> AsyncIterator[D
         assert code == EXIT_OK
 
 
+async def announcing(world: World) -> tuple[Daemon, asyncio.Task[int]]:
+    """A daemon started and announcing, left to the test to stop (and to await)."""
+    daemon = world.daemon()
+    task = asyncio.create_task(daemon.run())
+    await until(lambda: task.done() or world.socket.exists(), "status socket")
+    await until(lambda: announced(world), "announced")
+    return daemon, task
+
+
 async def announced(world: World) -> bool:
     return (await world.status()).announced
 
@@ -249,7 +232,7 @@ def test_drain_wait_then_undrain_and_the_flag_is_persisted(base: Path, pki: LabP
             took = time.monotonic() - started
             assert answer == {"ok": True, "message": "drained: routes withdrawn"}
             assert 0.5 <= took < 2.5  # drain.delay of graceful shutdown first
-            assert daemon.reconciler.installed == frozenset()
+            assert not daemon.core.installed
             assert DrainStore(base / "state").is_drained()
             snapshot = await world.status()
             assert (snapshot.drained, snapshot.lifecycle) == (True, Lifecycle.DRAINED)
@@ -270,12 +253,12 @@ def test_drain_is_graceful_first(base: Path, pki: LabPki) -> None:
             await until(
                 lambda: all(
                     GRACEFUL_SHUTDOWN_COMMUNITY in r.communities and r.as_path == (65100,) * 4
-                    for r in daemon.reconciler.installed
+                    for r in daemon.core.installed.values()
                 ),
                 "graceful routes installed",
             )
-            assert len(daemon.reconciler.installed) == 2
-            await until(lambda: not daemon.reconciler.installed, "withdrawn")
+            assert len(daemon.core.installed.values()) == 2
+            await until(lambda: not daemon.core.installed, "withdrawn")
 
     asyncio.run(test())
 
@@ -286,13 +269,13 @@ def test_started_with_the_drain_flag_it_stays_drained(base: Path, pki: LabPki) -
             DrainStore(base / "state").set(True)
             async with running(world) as daemon:
                 await until(
-                    lambda: daemon.state.last_probe is not None and daemon.loop.probes >= 5,
+                    lambda: daemon.core.last_probe is not None and daemon.probes >= 5,
                     "healthy for a while",
                 )
                 snapshot = await world.status()
                 assert (snapshot.health, snapshot.lifecycle) == (Health.UP, Lifecycle.DRAINED)
                 assert snapshot.announced is False
-                assert daemon.reconciler.desired == frozenset()
+                assert not daemon.core.desired()
                 assert world.vips.on == set()
 
     asyncio.run(test())
@@ -301,28 +284,25 @@ def test_started_with_the_drain_flag_it_stays_drained(base: Path, pki: LabPki) -
 def test_sigterm_is_two_phase_and_exits_0_in_time(base: Path, pki: LabPki) -> None:
     async def test() -> None:
         async with world_of(base, pki) as world:
-            daemon = world.daemon()
-            task = asyncio.create_task(daemon.run())
-            await until(lambda: task.done() or world.socket.exists(), "status socket")
-            await until(lambda: announced(world), "announced")
+            daemon, task = await announcing(world)
             started = time.monotonic()
             os.kill(os.getpid(), signal.SIGTERM)
             await until(
                 lambda: (
-                    daemon.state.lifecycle is Lifecycle.STOPPING
+                    daemon.core.lifecycle is Lifecycle.STOPPING
                     and all(
                         GRACEFUL_SHUTDOWN_COMMUNITY in r.communities
-                        for r in daemon.reconciler.installed
+                        for r in daemon.core.installed.values()
                     )
                 ),
                 "graceful phase",
             )
-            assert daemon.reconciler.installed
+            assert daemon.core.installed.values()
             code = await asyncio.wait_for(task, DEADLINE)
             took = time.monotonic() - started
             assert code == EXIT_OK
             assert 0.5 <= took <= 0.5 + 2.0  # drain.delay, then withdraw and stop
-            assert daemon.reconciler.installed == frozenset()
+            assert not daemon.core.installed
             assert world.vips.on == set()
             assert daemon.speaker is not None and daemon.speaker.pid is None
             assert not world.socket.exists()
@@ -335,18 +315,15 @@ def test_a_second_sigterm_withdraws_at_once(base: Path, pki: LabPki) -> None:
     async def test() -> None:
         async with world_of(base, pki) as world:
             world.write(drain={"delay": 30.0, "withdraw_wait": 30.0})
-            daemon = world.daemon()
-            task = asyncio.create_task(daemon.run())
-            await until(lambda: task.done() or world.socket.exists(), "status socket")
-            await until(lambda: announced(world), "announced")
+            daemon, task = await announcing(world)
             started = time.monotonic()
             os.kill(os.getpid(), signal.SIGTERM)
-            await until(lambda: daemon.state.lifecycle is Lifecycle.STOPPING, "stopping")
+            await until(lambda: daemon.core.lifecycle is Lifecycle.STOPPING, "stopping")
             os.kill(os.getpid(), signal.SIGINT)
             code = await asyncio.wait_for(task, DEADLINE)
             assert code == EXIT_OK
             assert time.monotonic() - started < 3.0
-            assert daemon.reconciler.installed == frozenset()
+            assert not daemon.core.installed
             assert world.vips.on == set()
 
     asyncio.run(test())
@@ -368,7 +345,8 @@ def test_sighup_keeps_the_running_config_on_error_and_applies_a_good_one(
             os.kill(os.getpid(), signal.SIGHUP)
             await until(lambda: daemon.config_error is None, "config_error cleared")
             await until(
-                lambda: {r.med for r in daemon.reconciler.installed} == {50}, "routes with med 50"
+                lambda: {r.med for r in daemon.core.installed.values()} == {50},
+                "routes with med 50",
             )
             assert (await world.status()).config_error is None
 
@@ -396,15 +374,11 @@ def test_sighup_with_new_bgp_settings_restarts_exabgp(base: Path, pki: LabPki) -
 def test_a_crashing_task_withdraws_and_exits_1(base: Path, pki: LabPki) -> None:
     async def test() -> None:
         async with world_of(base, pki) as world:
-            daemon = world.daemon()
-            task = asyncio.create_task(daemon.run())
-            await until(lambda: task.done() or world.socket.exists(), "status socket")
-            await until(lambda: announced(world), "announced")
+            daemon, task = await announcing(world)
             world.vips.crash = True
             code = await asyncio.wait_for(task, DEADLINE)
             assert code == EXIT_FAILURE
-            assert daemon.reconciler.desired == frozenset()
-            assert daemon.reconciler.installed == frozenset()  # ExaBGP confirmed the withdraws
+            # Fail closed: ExaBGP stopped (its sessions closed: withdrawn), then the VIPs off.
             assert world.vips.on == set()
             assert daemon.speaker is not None and daemon.speaker.pid is None
 
@@ -417,10 +391,7 @@ def test_a_dead_exabgp_supervisor_fails_the_daemon_closed(base: Path, pki: LabPk
 
     async def test() -> None:
         async with world_of(base, pki) as world:
-            daemon = world.daemon()
-            task = asyncio.create_task(daemon.run())
-            await until(lambda: task.done() or world.socket.exists(), "status socket")
-            await until(lambda: announced(world), "announced")
+            daemon, task = await announcing(world)
             speaker = daemon.speaker
             assert speaker is not None and speaker.pid is not None
 
@@ -442,7 +413,7 @@ def test_a_missing_ca_fails_probes_until_it_appears(base: Path, pki: LabPki) -> 
             ca = base / "pki" / "ca.crt"
             world.write(apiserver={"ca_file": str(ca)})
             async with running(world) as daemon:
-                await until(lambda: daemon.loop.probes >= 3, "probes")
+                await until(lambda: daemon.probes >= 3, "probes")
                 snapshot = await world.status()
                 assert snapshot.announced is False
                 assert snapshot.last_probe is not None
@@ -459,9 +430,42 @@ def test_the_watchdog_is_fed_by_the_decision_loop(base: Path, pki: LabPki) -> No
         async with world_of(base, pki) as world:
             seams = Seams(vip_table=lambda _: world.vips, notify=world.note, watchdog=0.2)
             daemon = Daemon(world.config_file, load_config(world.config_file), seams=seams)
-            assert daemon.loop.pulse == pytest.approx(0.05)  # a quarter of the watchdog
+            assert daemon.pulse == pytest.approx(0.05)  # a quarter of the watchdog
             async with running(world, daemon):
                 await until(lambda: world.notes.count("WATCHDOG=1") >= 10, "watchdog pings")
+
+    asyncio.run(test())
+
+
+def test_a_probe_stuck_past_its_deadline_starves_the_watchdog_and_the_relay(
+    base: Path, pki: LabPki
+) -> None:
+    """The beat proves the loop decides: a probe that never returns (stuck outside its own
+    deadline) must not keep systemd's watchdog or the relay's heartbeat fed, so the relay
+    kills ExaBGP. Only the probe is replaced; ExaBGP, the relay and the socket are real."""
+
+    async def test() -> None:
+        async with world_of(base, pki) as world:
+            world.write(exabgp={"heartbeat_timeout": 1.0})
+            seams = Seams(vip_table=lambda _: world.vips, notify=world.note, watchdog=0.2)
+            daemon = Daemon(world.config_file, load_config(world.config_file), seams=seams)
+            async with running(world, daemon):
+                await until(lambda: announced(world), "announced")
+                speaker = daemon.speaker
+                assert speaker is not None
+                stuck = asyncio.Event()
+
+                async def hangs() -> ProbeResult:
+                    stuck.set()
+                    await asyncio.Event().wait()
+                    raise AssertionError("unreachable")
+
+                daemon.checker.probe = hangs  # type: ignore[method-assign]
+                await until(stuck.is_set, "a probe stuck")
+                await until(lambda: speaker.restarts >= 1, "the relay killed exabgp")
+                fed = world.notes.count("WATCHDOG=1")
+                await asyncio.sleep(0.5)  # a measurement window, not a synchronisation
+                assert world.notes.count("WATCHDOG=1") == fed, "watchdog fed by a stuck loop"
 
     asyncio.run(test())
 

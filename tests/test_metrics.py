@@ -7,11 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
 import socket
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from ipaddress import ip_address
 from pathlib import Path
@@ -20,13 +18,13 @@ import httpx
 import pytest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
-from test_daemon import HERE, announced, running, until, world_of
+from test_daemon import announced, running, until, world_of
 
 from announcer import __version__
 from announcer.config.model import ListenAddress
 from announcer.health import Health, ProbeResult, Transition
 from announcer.lab.apiserver.states import State
-from announcer.lab.pki import LabPki, write_lab_pki
+from announcer.lab.pki import LabPki
 from announcer.lifecycle import Lifecycle
 from announcer.metrics import (
     MAX_CLIENTS,
@@ -346,32 +344,6 @@ def test_a_failing_snapshot_is_a_500_and_the_endpoint_lives_on(
 # ---- the daemon -----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def shared() -> Iterator[Path]:
-    """A directory ExaBGP's unprivileged user can traverse (tmp_path is root-only)."""
-    path = Path(tempfile.mkdtemp(prefix="metrics-test-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def pki(shared: Path) -> LabPki:
-    return write_lab_pki(shared / "lab", {"cp1": []})
-
-
-@pytest.fixture
-def base(shared: Path, request: pytest.FixtureRequest) -> Path:
-    """As test_daemon.py's: a directory of the test's own, with the fake ExaBGP in it."""
-    name: str = request.node.name
-    path = shared / name[:40]
-    path.mkdir(mode=0o755)
-    fake = path / "fake-exabgp"
-    shutil.copyfile(HERE / "speaker" / "fake_exabgp.py", fake)
-    fake.chmod(0o755)
-    return path
-
-
 def free_port() -> int:
     with socket.socket() as probe_socket:
         probe_socket.bind(("127.0.0.1", 0))
@@ -433,7 +405,7 @@ def test_the_daemon_metrics_follow_what_happens(base: Path, pki: LabPki) -> None
 
                 assert speaker.pid is not None
                 os.kill(speaker.pid, signal.SIGKILL)
-                await until(lambda: daemon.exabgp_restarts() == 1, "exabgp restarted")
+                await until(lambda: daemon.speakers.restarts() == 1, "exabgp restarted")
                 found = await scrape()
                 assert value(found["announcer_exabgp_restarts"], "_total") == 1
             with pytest.raises(httpx.ConnectError):  # the daemon closed the endpoint

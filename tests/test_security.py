@@ -25,8 +25,7 @@ import signal
 import stat
 import subprocess
 import sys
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -42,7 +41,7 @@ from announcer.lab.apiserver.credentials import AUTHENTICATED, server_tls_contex
 from announcer.lab.apiserver.listen import ListenAddress
 from announcer.lab.apiserver.routes import Identity
 from announcer.lab.apiserver.server import FakeApiserver
-from announcer.lab.pki import LabPki, write_lab_pki
+from announcer.lab.pki import LabPki
 from announcer.speaker import render_exabgp
 from announcer.speaker.render import REDACTED
 
@@ -53,31 +52,6 @@ TOKEN = "tok-Yx3v-0123456789abcdef"  # noqa: S105
 MAX_EXPOSURE = 2.5
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
-
-
-@pytest.fixture(scope="module")
-def shared() -> Iterator[Path]:
-    """A directory ExaBGP's unprivileged user can traverse (tmp_path is root-only)."""
-    path = Path(tempfile.mkdtemp(prefix="security-test-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def pki(shared: Path) -> LabPki:
-    return write_lab_pki(shared / "lab", {"cp1": []})
-
-
-@pytest.fixture
-def base(shared: Path, request: pytest.FixtureRequest) -> Path:
-    name: str = request.node.name
-    path = shared / re.sub(r"[^A-Za-z0-9_-]", "_", name)[-40:]
-    path.mkdir(mode=0o755)
-    fake = path / "fake-exabgp"
-    shutil.copyfile(Path(__file__).parent / "speaker" / "fake_exabgp.py", fake)
-    fake.chmod(0o755)
-    return path
 
 
 def secrets(world: World) -> dict[str, dict[str, object]]:

@@ -28,6 +28,7 @@ from announcer.speaker.render import RuntimePaths, render_environment, render_ex
 from announcer.speaker.session import (
     Connected,
     Disconnected,
+    Exited,
     Failed,
     Session,
     SessionChanged,
@@ -42,6 +43,7 @@ __all__ = [
     "Connected",
     "Disconnected",
     "EventError",
+    "Exited",
     "Failed",
     "RenderError",
     "RuntimePaths",

@@ -7,7 +7,7 @@ longer be told from the next command's: the channel closes instead, which makes 
 ExaBGP start a new one and the daemon replay its desired routes on the new connection.
 JSON lines are events, passed on typed; anything else is logged and skipped, never fatal.
 
-Must not: decide what to send (routes.py/reconcile.py do), reconnect, or block on a
+Must not: decide what to send (routes.py and the core do), reconnect, or block on a
 heartbeat.
 """
 

@@ -32,6 +32,7 @@ from announcer.speaker.render import RuntimePaths, relay_python, render_environm
 from announcer.speaker.session import (
     Connected,
     Disconnected,
+    Exited,
     Failed,
     Session,
     SessionChanged,
@@ -131,6 +132,12 @@ class Speaker:
             connected=self.channel is not None,
             sessions=tuple(self._sessions.view().values()),
         )
+
+    def kill(self) -> None:
+        """SIGKILL the running ExaBGP (its sessions close at once); it is restarted as usual."""
+        if self._process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self._process.kill()
 
     async def start(self) -> None:
         """Check the configuration renders, prepare the files and socket, start ExaBGP."""
@@ -257,6 +264,7 @@ class Speaker:
             if not exited.done():
                 await self._terminate(process)
             code = await exited
+            self._emit(Exited(f"exabgp ended with code {code}"))
         finally:
             stopping.cancel()
             if process.returncode is None:  # cancelled: never leave ExaBGP running unowned

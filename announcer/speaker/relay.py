@@ -6,8 +6,10 @@ It connects to the daemon's unix socket and copies lines both ways: daemon -> Ex
 stdout) and ExaBGP -> daemon (our stdin). Lines from the daemon that start with `#` are
 heartbeats: consumed here, never forwarded. It is the dead-man switch: when no heartbeat has
 arrived for HEARTBEAT_TIMEOUT seconds it SIGKILLs its parent, ExaBGP, whose sessions then drop
-and take the routes with them. It exits when either side closes, and dies with ExaBGP
-(PR_SET_PDEATHSIG), so no copy of it outlives the process that started it.
+and take the routes with them; it does the same when the daemon closes the connection (after
+a lost acknowledgement nobody knows what ExaBGP holds, and no one could withdraw it any more).
+It exits when either side closes, and dies with ExaBGP (PR_SET_PDEATHSIG), so no copy of it
+outlives the process that started it.
 
 Its first act is PR_SET_DUMPABLE 0: its stdin and stdout are ExaBGP's API pipes, and while it
 is dumpable any other process of ExaBGP's user could open them through /proc/<pid>/fd and
@@ -42,6 +44,7 @@ class Watchdog:
         self.timeout = timeout
         self.last = time.monotonic()
         self.finished = threading.Event()
+        self.daemon_gone = False  # the daemon closed the connection
 
     def beat(self) -> None:
         self.last = time.monotonic()
@@ -90,6 +93,7 @@ def to_exabgp(sock: socket.socket, watchdog: Watchdog) -> None:
     except OSError as error:
         sys.stderr.write(f"relay: to exabgp: {error}\n")
     finally:
+        watchdog.daemon_gone = True
         watchdog.finished.set()
 
 
@@ -120,8 +124,10 @@ def main(argv: list[str]) -> int:
         return 1
     for copy in (to_exabgp, to_daemon):
         threading.Thread(target=copy, args=(sock, watchdog), daemon=True).start()
-    if watchdog.expired() and os.getppid() == parent:
-        sys.stderr.write(f"relay: no heartbeat for {watchdog.timeout:g} s, killing exabgp\n")
+    expired = watchdog.expired()
+    if (expired or watchdog.daemon_gone) and os.getppid() == parent:
+        why = f"no heartbeat for {watchdog.timeout:g} s" if expired else "the daemon closed"
+        sys.stderr.write(f"relay: {why}, killing exabgp\n")
         os.kill(parent, signal.SIGKILL)
     return 0
 

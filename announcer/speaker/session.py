@@ -44,13 +44,20 @@ class SessionChanged:
 
 
 @dataclass(frozen=True)
+class Exited:
+    """The ExaBGP process is gone (exited or killed): its sessions are closed."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class Failed:
     """ExaBGP's supervision itself died: nothing restarts ExaBGP any more. Fail closed."""
 
     error: BaseException
 
 
-SpeakerEvent = Connected | Disconnected | SessionChanged | Failed
+SpeakerEvent = Connected | Disconnected | SessionChanged | Exited | Failed
 
 
 @dataclass(frozen=True)

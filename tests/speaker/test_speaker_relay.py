@@ -126,11 +126,14 @@ def test_kills_its_parent_when_heartbeats_stop(tmp_path: Path) -> None:
         assert timeout <= stopped_after < timeout + 0.3
 
 
-def test_exits_when_the_daemon_closes_without_killing_the_parent(tmp_path: Path) -> None:
-    with relay(tmp_path, timeout=0.5) as running:
+def test_kills_its_parent_when_the_daemon_closes(tmp_path: Path) -> None:
+    """After a lost acknowledgement the daemon closes the channel: an ExaBGP nobody can
+    talk to must not keep announcing."""
+    with relay(tmp_path, timeout=30.0) as running:
         running.daemon.close()
         assert running.from_relay_stdout(1) == b""  # the relay exited
-        assert running.parent.poll() is None
+        running.parent.wait(timeout=DEADLINE)
+        assert running.parent.returncode == -signal.SIGKILL
 
 
 def test_dies_with_its_parent(tmp_path: Path) -> None:
