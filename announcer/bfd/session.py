@@ -6,11 +6,12 @@ state changes that happened. `deadline` says when `tick` must next be called. Ra
 the transmission jitter comes from the injected `random` source (a float in [0, 1)).
 
 What it does, by section: the state diagram (6.2, as the table `TRANSITIONS`); the 1 s slow
-rate while not Up (6.8.3); Poll/Final for every timer change while Up, the old values staying
-in force until the Final arrives (6.5, 6.8.3); jittered transmission, 75-100 % of the interval
-(75-90 % with a detect multiplier of 1, 6.8.7); the detection time (6.8.4); a Final answered at
-once to every Poll (6.8.6); AdminDown (6.8.16). A state change is also sent at once, as FRR
-does, so that a session comes Up in one round trip instead of one slow interval.
+rate while not Up (6.8.3); Poll/Final for every timer change while Up, a slower rate and a
+shorter detection time only in force once the Final arrives (6.5, 6.8.3); jittered
+transmission, 75-100 % of the interval (75-90 % with a detect multiplier of 1, 6.8.7); the
+detection time (6.8.4); a Final answered at once to every Poll (6.8.6); AdminDown (6.8.16).
+A state change is also sent at once, as FRR does, so that a session comes Up in one round
+trip instead of one slow interval.
 
 Must not: read a clock, open sockets, log, or look up which session a packet belongs to (that
 is `table`). No Demand mode, Echo function or authentication.
@@ -118,7 +119,11 @@ class Session:
     @property
     def deadline(self) -> float:
         """The latest `now` at which `tick` must be called."""
-        return min(self._next_tx, self._detect_at())
+        return min(self._tx_due(), self._detect_at())
+
+    def _tx_due(self) -> float:
+        # Section 6.8.7: no periodic packets while the peer's Required Min RX is zero.
+        return self._next_tx if self.remote_min_rx else math.inf
 
     def _detect_at(self) -> float:
         if self.state not in (State.INIT, State.UP) or self._last_rx is None:
@@ -153,7 +158,7 @@ class Session:
         if now >= self._detect_at():
             self.remote_discriminator = 0
             self._change(State.DOWN, Diag.DETECTION_EXPIRED, output, now)
-        if now >= self._next_tx:
+        if now >= self._tx_due():
             self._send(output, now)
         return output
 
@@ -188,6 +193,10 @@ class Session:
         if not up:
             self._end_poll()
             return
+        # Sending faster and accepting slower are safe at once; the opposite waits for the
+        # Final, since the peer goes on using the values it knew until then (section 6.8.3).
+        self._active_tx = min(self._active_tx, tx)
+        self._active_rx = max(self._active_rx, rx)
         self.polling = True
         self._send(output, now)
 

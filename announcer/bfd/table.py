@@ -2,8 +2,10 @@
 
 RFC 5880 section 6.8.6: a packet with a non-zero Your Discriminator belongs to the session
 with that local discriminator; one with zero (the peer does not know us yet) to the session
-with the packet's source and destination addresses. Either way the source address must be the
-session's peer and the kind (single-hop or multihop) its kind, or the packet is dropped.
+with the packet's source address. Either way the source address must be the session's peer
+and the kind (single-hop or multihop, i.e. the port it arrived on) the session's kind, or the
+packet is dropped. The destination address is the listening socket's, which is bound to the
+sessions' local address.
 
 Must not: open sockets, read a clock, or run the sessions (that is `service`).
 """
