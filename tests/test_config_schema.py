@@ -145,7 +145,7 @@ def test_no_extra_keys_anywhere() -> None:
                 yield from objects(value)
 
     found = list(objects(config_schema()))
-    assert len(found) == 10  # top level, 8 sections and a neighbor
+    assert len(found) == 12  # top level, 9 sections, a neighbor and its bfd
     assert all(schema["additionalProperties"] is False for schema in found)
 
 

@@ -55,6 +55,15 @@ class Profile:
     receive_interval: int = 300_000
     detect_multiplier: int = 3
 
+    @classmethod
+    def from_seconds(cls, *, transmit: float, receive: float, multiplier: int) -> Profile:
+        """The profile for intervals in seconds (as the configuration gives them)."""
+        return cls(
+            transmit_interval=round(transmit * 1e6),
+            receive_interval=round(receive * 1e6),
+            detect_multiplier=multiplier,
+        )
+
 
 @dataclass(frozen=True)
 class StateChange:
