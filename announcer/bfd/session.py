@@ -111,6 +111,7 @@ class Session:
         self._active_rx = self.required_rx
         self.polling = False
         self._next_tx = now
+        self._last_tx = now
         self._last_rx: float | None = None
 
     @property
@@ -142,10 +143,13 @@ class Session:
     def receive(self, packet: ControlPacket, now: float) -> Output:
         """A packet the table matched to this session (section 6.8.6, from "set RemoteDiscr");
         raises `Discarded` when the session is AdminDown."""
+        interval = self.transmit_interval
         self.remote_discriminator = packet.my_discriminator
         self.remote_state = packet.state
         self.remote_diag = packet.diag
         self.remote_min_rx = packet.required_min_rx
+        if self.transmit_interval < interval:
+            self._reschedule()
         self.remote_desired_tx = packet.desired_min_tx
         self.remote_detect_mult = packet.detect_mult
         if packet.final and self.polling:
@@ -225,7 +229,13 @@ class Session:
 
     def _send(self, output: Output, now: float) -> None:
         output.packets.append(self._packet(poll=self.polling))
+        self._last_tx = now
         self._next_tx = now + self._jittered()
+
+    def _reschedule(self) -> None:
+        # The peer now takes packets faster than the pending one was scheduled for (FRR asks
+        # for its fast rate as it comes Up and times out at that rate at once): do not wait.
+        self._next_tx = min(self._next_tx, self._last_tx + self._jittered())
 
     def _jittered(self) -> float:
         # Section 6.8.7: reduce each interval by 0-25 %, or by 10-25 % when Detect Mult is 1.

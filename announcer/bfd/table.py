@@ -22,9 +22,10 @@ from announcer.bfd.session import Profile, Session
 
 IPAddress = IPv4Address | IPv6Address
 _U32: Final = 0xFFFFFFFF
+_ATTEMPTS: Final = 1000  # a broken random source must not hang the daemon
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class SessionKey:
     """A session: the peer's address, the local address packets are sent from, and whether it
     is multihop (RFC 5883, UDP port 4784) or single-hop (RFC 5881, port 3784)."""
@@ -40,6 +41,10 @@ class SessionKey:
     def __str__(self) -> str:
         return f"{self.peer} from {self.local}{' multihop' if self.multihop else ''}"
 
+    def sort_key(self) -> tuple[int, int, int, bool]:
+        """IPv4 before IPv6, then by address (addresses of two families do not compare)."""
+        return (self.peer.version, int(self.peer), int(self.local), self.multihop)
+
 
 class SessionTable:
     """Sessions by key and by local discriminator (unique, random, never zero)."""
@@ -50,7 +55,7 @@ class SessionTable:
         self._by_discriminator: dict[int, SessionKey] = {}
 
     def __iter__(self) -> Iterator[tuple[SessionKey, Session]]:
-        return iter(sorted(self._by_key.items(), key=lambda item: item[0]))
+        return iter(sorted(self._by_key.items(), key=lambda item: item[0].sort_key()))
 
     def __len__(self) -> int:
         return len(self._by_key)
@@ -80,10 +85,11 @@ class SessionTable:
         return session
 
     def _new_discriminator(self) -> int:
-        while True:
+        for _ in range(_ATTEMPTS):
             candidate = 1 + int(self._random() * _U32)
             if candidate <= _U32 and candidate not in self._by_discriminator:
                 return candidate
+        raise RuntimeError(f"no free BFD discriminator in {_ATTEMPTS} random draws")
 
     def match(
         self, packet: ControlPacket, *, source: IPAddress, multihop: bool

@@ -135,6 +135,23 @@ def test_the_table_gives_unique_non_zero_discriminators() -> None:
         table.add(SessionKey(B, A), FAST, 0.0)
 
 
+def test_sessions_of_both_families_are_listed_ipv4_first() -> None:
+    draws = iter([0.25, 0.5])
+    table = SessionTable(random=lambda: next(draws))
+    v6 = SessionKey(ip_address("2001:db8::1"), ip_address("2001:db8::2"))
+    v4 = SessionKey(B, A, multihop=True)
+    table.add(v6, FAST, 0.0)
+    table.add(v4, FAST, 0.0)
+    assert [key for key, _ in table] == [v4, v6]
+
+
+def test_a_broken_random_source_raises_instead_of_hanging() -> None:
+    table = SessionTable(random=lambda: 0.5)
+    table.add(SessionKey(B, A), FAST, 0.0)
+    with pytest.raises(RuntimeError, match="no free BFD discriminator"):
+        table.add(SessionKey(B, A, multihop=True), FAST, 0.0)
+
+
 def test_a_session_key_needs_one_family() -> None:
     with pytest.raises(ValueError, match="differ in family"):
         SessionKey(ip_address("::1"), A)

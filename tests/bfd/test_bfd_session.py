@@ -206,6 +206,22 @@ def test_going_down_returns_to_the_slow_rate_at_once() -> None:
     assert not session.polling
 
 
+def test_a_peer_asking_for_packets_sooner_gets_them_sooner() -> None:
+    session = session_in(State.DOWN, random=0.0)
+    slow_peer = ControlPacket(
+        state=State.INIT,
+        detect_mult=3,
+        my_discriminator=THEIRS,
+        your_discriminator=OURS,
+        desired_min_tx=1_000_000,
+        required_min_rx=1_000_000,
+    )
+    session.receive(slow_peer, 10.0)  # Up; the next packet in 1 s, as the peer asked
+    assert session.deadline == pytest.approx(11.0)
+    session.receive(remote(State.UP, poll=True), 10.1)  # now it wants 300 ms
+    assert session.deadline == pytest.approx(10.3)
+
+
 def test_no_periodic_packets_when_the_peer_asks_for_none() -> None:
     session = session_in(State.UP)
     quiet = ControlPacket(
