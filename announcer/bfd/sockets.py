@@ -106,7 +106,7 @@ def receive(sock: socket.socket) -> Datagram | None:
         payload, ancillary, _flags, source = sock.recvmsg(
             _MAX_DATAGRAM, socket.CMSG_SPACE(_INT.size)
         )
-    except (BlockingIOError, InterruptedError):
+    except OSError:  # nothing waiting, or an error the next read may not have: never raise
         return None
     ttl = None
     for level, kind, data in ancillary:
