@@ -1,7 +1,9 @@
 """The dual-homed lab (containerlab/dual-homed.clab.yml) realised with network namespaces and
 host FRR: every node's BGP sessions establish on both leaves, the leaves install every node's
 path to the VIPs, the spine spreads them over both leaves, and the spine-leaf BFD sessions run
-in the leaves' and the spine's bfdd.
+in the leaves' and the spine's bfdd. Then announcer's BFD, run in cp1's namespace, against
+the leaves' `neighbor X bfd`: the sessions come up, and a node whose BFD falls silent leaves
+both leaves' FIBs within the BFD time.
 
 The realiser's own convergence check knows a single router (the simple lab's r1); this test
 supplies the dual-homed one (all routers' sessions Established) and then checks the FIBs.
@@ -9,6 +11,7 @@ supplies the dual-homed one (all routers' sessions Established) and then checks 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -16,7 +19,9 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_add
 from pathlib import Path
 
 import pytest
+from test_bfd_frr import inside
 
+from announcer.bfd import BfdService, Profile, SessionKey
 from announcer.lab import frr, realiser
 from announcer.lab.fib import Fib
 from announcer.lab.topology import Topology, load_topology
@@ -127,3 +132,75 @@ def test_spine_and_leaves_run_bfd(lab: Topology) -> None:
         "192.0.2.33",
         "2001:db8:31::1",
     }
+
+
+# cp1's four BGP neighbors, as (leaf, leaf's address, cp1's address); and leaf -> cp1's path.
+CP1_SESSIONS = [
+    ("leaf1", "192.0.2.1", "192.0.2.2"),
+    ("leaf1", "2001:db8:11::1", "2001:db8:11::2"),
+    ("leaf2", "192.0.2.17", "192.0.2.18"),
+    ("leaf2", "2001:db8:21::1", "2001:db8:21::2"),
+]
+CP1_PATH = {"leaf1": ip_address("192.0.2.2"), "leaf2": ip_address("192.0.2.18")}
+# Detection (0.9 s at 300 ms x 3) plus FRR's BGP teardown and the FIB update, on a busy host.
+WITHDRAWN_WITHIN = 1.5
+
+
+def cp1_bfd_up(lab: Topology) -> bool:
+    up = {
+        peer.address
+        for leaf in ("leaf1", "leaf2")
+        for peer in frr.bfd_peers(lab.netns(leaf))
+        if peer.status == "up"
+    }
+    return {node for _, _, node in CP1_SESSIONS} <= up
+
+
+def cp1_paths(lab: Topology) -> dict[str, bool]:
+    """Whether each leaf still has cp1's path to the IPv4 VIP in its FIB."""
+    result = {}
+    for leaf, address in CP1_PATH.items():
+        with Fib(lab.netns(leaf)) as fib:
+            result[leaf] = address in fib.nexthops(VIPS[0])
+    return result
+
+
+def test_the_leaves_withdraw_a_node_whose_bfd_falls_silent(lab: Topology) -> None:
+    """announcer's BFD in cp1 against the leaves' `neighbor X bfd`: the sessions come up;
+    when cp1's BFD packets stop (dropped on the way out), both leaves take cp1's path out of
+    their FIB within the BFD time, not the 90 s hold time."""
+    keys = [SessionKey(ip_address(leaf), ip_address(node)) for _, leaf, node in CP1_SESSIONS]
+    cp1 = lab.netns("cp1")
+    drop = ["udp", "--dport", "3784", "-j", "DROP"]
+    iptables = [("iptables", "OUTPUT", "-p", *drop), ("ip6tables", "OUTPUT", "-p", *drop)]
+
+    async def scenario() -> float:
+        async with BfdService() as service:
+            for key in keys:
+                service.add(key, Profile())
+            await asyncio.to_thread(poll, lambda: cp1_bfd_up(lab), "the leaves' BFD to cp1")
+            await asyncio.to_thread(poll, lambda: all(cp1_paths(lab).values()), "cp1's paths")
+            for program, chain, *rule in iptables:
+                await run("ip", "netns", "exec", cp1, program, "-A", chain, *rule)
+            fault = time.monotonic()
+            try:
+                await asyncio.to_thread(
+                    poll, lambda: not any(cp1_paths(lab).values()), "cp1 out of both FIBs"
+                )
+                return time.monotonic() - fault
+            finally:
+                for program, chain, *rule in iptables:
+                    await run("ip", "netns", "exec", cp1, program, "-D", chain, *rule)
+
+    with inside(cp1):
+        elapsed = asyncio.run(scenario())
+    print(f"cp1 out of both leaves' FIBs {elapsed:.3f} s after its BFD packets stopped")
+    assert elapsed <= WITHDRAWN_WITHIN
+
+
+async def run(*argv: str) -> None:
+    process = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+    _, stderr = await process.communicate()
+    assert process.returncode == 0, f"{argv}: {stderr.decode()}"
