@@ -6,9 +6,11 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from announcer.bfd.packet import ControlPacket, Diag, Discard, Discarded, State
-from announcer.bfd.session import SLOW_INTERVAL, Profile, Session, StateChange
+from announcer.bfd.session import SLOW_INTERVAL, TRANSITIONS, Profile, Session, StateChange
 
 OURS = 0x1111
 THEIRS = 0x2222
@@ -278,3 +280,55 @@ def test_outgoing_packets_carry_both_discriminators() -> None:
 def test_the_discriminator_must_not_be_zero() -> None:
     with pytest.raises(ValueError, match="discriminator 0"):
         Session(discriminator=0, profile=FAST, random=lambda: 0.0, now=0.0)
+
+
+ALLOWED = {(old, new) for (old, _), new in TRANSITIONS.items() if old is not new} | {
+    (State.INIT, State.DOWN),
+    (State.UP, State.DOWN),
+}
+
+
+@st.composite
+def peer_packets(draw: st.DrawFn) -> ControlPacket:
+    state = draw(st.sampled_from(list(State)))
+    return ControlPacket(
+        state=state,
+        diag=draw(st.sampled_from(list(Diag))),
+        poll=(poll := draw(st.booleans())),
+        final=draw(st.booleans()) and not poll,
+        detect_mult=draw(st.integers(1, 255)),
+        my_discriminator=THEIRS,
+        your_discriminator=draw(st.sampled_from([0, OURS])),
+        desired_min_tx=draw(st.sampled_from([0, 1, 10_000, 300_000, 1_000_000, 0xFFFFFFFF])),
+        required_min_rx=draw(st.sampled_from([0, 1, 10_000, 300_000, 1_000_000, 0xFFFFFFFF])),
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(st.tuples(st.just("rx"), peer_packets()), st.tuples(st.just("tick"), st.none())),
+        max_size=40,
+    ),
+    st.floats(0, 0.999),
+)
+def test_any_sequence_of_packets_keeps_the_rules(
+    events: list[tuple[str, ControlPacket | None]], random: float
+) -> None:
+    session = Session(discriminator=OURS, profile=FAST, random=lambda: random, now=0.0)
+    now = 0.0
+    for kind, packet in events:
+        now += 0.05
+        if kind == "rx" and packet is not None:
+            output = session.receive(packet, now)
+        else:
+            output = session.tick(now)
+        for sent in output.packets:
+            assert not (sent.poll and sent.final)
+            assert sent.my_discriminator == OURS
+            if sent.state is not State.UP:
+                assert sent.desired_min_tx >= SLOW_INTERVAL
+        for change in output.changes:  # only the diagram's edges, and expiry from Init/Up
+            assert (change.old, change.new) in ALLOWED, change
+        if kind == "tick":  # nothing is left due: the service would not spin
+            assert session.deadline > now
