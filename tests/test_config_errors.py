@@ -168,7 +168,7 @@ CASES: list[tuple[str, str]] = [
     ),
     (
         f"bgp: {{neighbors: [{{{NEIGHBOR}, password: secret}}]}}",
-        "bgp.neighbors[0].password: unknown key (expected: address, families, hold_time, "
+        "bgp.neighbors[0].password: unknown key (expected: address, bfd, families, hold_time, "
         "local_address, multihop, next_hop_ipv6, password_file, peer_as, port, ttl_security)",
     ),
     (
@@ -295,12 +295,12 @@ CASES: list[tuple[str, str]] = [
     # the top level
     (
         "apisever: {}",
-        "apisever: unknown key (expected: announce, apiserver, bgp, drain, exabgp, log, "
+        "apisever: unknown key (expected: announce, apiserver, bfd, bgp, drain, exabgp, log, "
         "loopback, metrics, state_dir, status, vips)",
     ),
     (
         "{1: x}",
-        "[1]: unknown key (expected: announce, apiserver, bgp, drain, exabgp, log, "
+        "[1]: unknown key (expected: announce, apiserver, bfd, bgp, drain, exabgp, log, "
         "loopback, metrics, state_dir, status, vips)",
     ),
 ]

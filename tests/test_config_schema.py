@@ -145,7 +145,7 @@ def test_no_extra_keys_anywhere() -> None:
                 yield from objects(value)
 
     found = list(objects(config_schema()))
-    assert len(found) == 11  # top level, 9 sections and a neighbor
+    assert len(found) == 13  # top level, 10 sections, a neighbor and its bfd
     assert all(schema["additionalProperties"] is False for schema in found)
 
 

@@ -115,8 +115,19 @@ class ApiserverConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class BfdConfig:
+    """The BFD profile of a session (RFC 5880 asynchronous mode); intervals in seconds."""
+
+    enabled: bool = False
+    transmit_interval: float = 0.3
+    receive_interval: float = 0.3
+    detect_multiplier: int = 3
+
+
+@dataclass(frozen=True, kw_only=True)
 class NeighborConfig:
-    """One BGP session. `hold_time` and `families` are resolved (never null) by the parser."""
+    """One BGP session. `hold_time`, `families` and `bfd` are resolved (never null) by the
+    parser."""
 
     address: IPAddress
     peer_as: int
@@ -128,6 +139,7 @@ class NeighborConfig:
     families: tuple[Family, ...] = (Family.IPV4,)
     next_hop_ipv6: IPv6Address | None = None
     port: int = DEFAULT_BGP_PORT
+    bfd: BfdConfig = field(default_factory=BfdConfig)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -193,6 +205,7 @@ class Config:
     apiserver: ApiserverConfig = field(default_factory=ApiserverConfig)
     vips: tuple[VipNetwork, ...]
     bgp: BgpConfig
+    bfd: BfdConfig = field(default_factory=BfdConfig)
     announce: AnnounceConfig = field(default_factory=AnnounceConfig)
     drain: DrainConfig = field(default_factory=DrainConfig)
     loopback: LoopbackConfig = field(default_factory=LoopbackConfig)

@@ -28,6 +28,7 @@ from announcer.config.model import (
     NeighborConfig,
     VipNetwork,
 )
+from announcer.config.parse_bfd import parse_bfd
 from announcer.config.parse_bgp import parse_announce, parse_bgp
 from announcer.config.parse_host import (
     parse_drain,
@@ -66,14 +67,16 @@ def _parse(data: dict[object, object], errors: list[ConfigError]) -> Config:
     top = Section(data, "", errors)
     apiserver = parse_apiserver(top.raw("apiserver"), errors)
     vips = top.require("vips", vip_list, _NO_VIPS)
+    bfd = parse_bfd(top.raw("bfd"), errors)
     errors_before = len(errors)
-    bgp = top.require("bgp", lambda value, _: parse_bgp(value, errors), _PLACEHOLDER_BGP)
+    bgp = top.require("bgp", lambda value, _: parse_bgp(value, errors, bfd=bfd), _PLACEHOLDER_BGP)
     if len(errors) == errors_before and top.fine("vips"):  # else the check would mislead
         _check_vips_carried(top, vips, bgp.neighbors)
     config = Config(
         apiserver=apiserver,
         vips=vips,
         bgp=bgp,
+        bfd=bfd,
         announce=parse_announce(top.raw("announce"), errors),
         drain=parse_drain(top.raw("drain"), errors),
         loopback=parse_loopback(top.raw("loopback"), errors),

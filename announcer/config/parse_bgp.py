@@ -19,6 +19,7 @@ from announcer.config.model import (
     GRACEFUL_SHUTDOWN,
     WELL_KNOWN_COMMUNITIES,
     AnnounceConfig,
+    BfdConfig,
     BgpConfig,
     Community,
     Family,
@@ -26,6 +27,7 @@ from announcer.config.model import (
     LargeCommunity,
     NeighborConfig,
 )
+from announcer.config.parse_bfd import parse_neighbor_bfd
 
 # Stand-ins for required values that are missing or wrong: never in a returned Config.
 _PLACEHOLDER_ROUTER_ID: Final = IPv4Address("192.0.2.0")
@@ -62,7 +64,10 @@ def families(value: object, path: str) -> tuple[Family, ...]:
     return tuple(sorted(found, key=lambda item: item.value))
 
 
-def parse_bgp(data: object, errors: list[ConfigError]) -> BgpConfig:
+def parse_bgp(
+    data: object, errors: list[ConfigError], *, bfd: BfdConfig | None = None
+) -> BgpConfig:
+    """The `bgp` section; `bfd` is the top-level profile the neighbors' `bfd` keys override."""
     section = Section(data, "bgp", errors)
     router_id = section.require("router_id", fields.ipv4_address, _PLACEHOLDER_ROUTER_ID)
     local_as = section.require("local_as", fields.as_number, 1)
@@ -70,7 +75,7 @@ def parse_bgp(data: object, errors: list[ConfigError]) -> BgpConfig:
     entries = section.require("neighbors", fields.items, _NO_ENTRIES)
     if section.has("neighbors") and section.fine("neighbors") and not entries:
         section.reject("neighbors", ConfigError(section.at("neighbors"), "is empty: add one"))
-    neighbors = _neighbors(entries, default_hold_time, errors)
+    neighbors = _neighbors(entries, default_hold_time, errors, bfd or BfdConfig())
     section.finish()
     return BgpConfig(
         router_id=router_id,
@@ -81,12 +86,15 @@ def parse_bgp(data: object, errors: list[ConfigError]) -> BgpConfig:
 
 
 def _neighbors(
-    entries: list[tuple[str, object]], default_hold_time: int, errors: list[ConfigError]
+    entries: list[tuple[str, object]],
+    default_hold_time: int,
+    errors: list[ConfigError],
+    bfd: BfdConfig,
 ) -> list[NeighborConfig]:
     neighbors: list[NeighborConfig] = []
     first_seen: dict[IPAddress, str] = {}
     for path, data in entries:
-        neighbor = _neighbor(data, path, default_hold_time, errors)
+        neighbor = _neighbor(data, path, default_hold_time, errors, bfd)
         if neighbor is None:
             continue
         if neighbor.address in first_seen:
@@ -102,7 +110,7 @@ def _neighbors(
 
 
 def _neighbor(
-    data: object, path: str, default_hold_time: int, errors: list[ConfigError]
+    data: object, path: str, default_hold_time: int, errors: list[ConfigError], bfd: BfdConfig
 ) -> NeighborConfig | None:
     if not isinstance(data, dict):
         errors.append(ConfigError(path, "is not a mapping", value=data))
@@ -128,6 +136,7 @@ def _neighbor(
         families=(Family.of(address),) if own_families is None else own_families,
         next_hop_ipv6=take("next_hop_ipv6", optional(fields.ipv6_address), None),
         port=take("port", fields.integer_in(1, 65535), DEFAULT_BGP_PORT),
+        bfd=parse_neighbor_bfd(section.raw("bfd"), section.at("bfd"), bfd, errors),
     )
     _check_neighbor(section, neighbor)
     section.finish()

@@ -39,6 +39,8 @@ from announcer.config.model import (
     VipNetwork,
 )
 from announcer.config.parse import MAX_INTERVAL
+from announcer.config.parse_bfd import MAX_INTERVAL as MAX_BFD_INTERVAL
+from announcer.config.parse_bfd import MAX_MULTIPLIER, MIN_INTERVAL, MIN_MULTIPLIER
 from announcer.config.parse_bgp import MAX_PREPEND
 
 Schema = dict[str, object]
@@ -196,6 +198,39 @@ _KEYS: Final[Mapping[str, _Key]] = {
         "IPv6 next hop: required exactly when ipv6 is carried over an IPv4 session."
     ),
     "bgp.neighbors[].port": _Key("The router's BGP port.", _range(1, _U16)),
+    "bgp.neighbors[].bfd": _Key("This session's BFD profile over the top-level bfd section."),
+    "bgp.neighbors[].bfd.enabled": _Key(
+        "Run BFD with this router; null: bfd.enabled.", nullable=True, default=None
+    ),
+    "bgp.neighbors[].bfd.transmit_interval": _Key(
+        "Seconds; null: bfd.transmit_interval.",
+        _seconds(MIN_INTERVAL, MAX_BFD_INTERVAL),
+        nullable=True,
+        default=None,
+    ),
+    "bgp.neighbors[].bfd.receive_interval": _Key(
+        "Seconds; null: bfd.receive_interval.",
+        _seconds(MIN_INTERVAL, MAX_BFD_INTERVAL),
+        nullable=True,
+        default=None,
+    ),
+    "bgp.neighbors[].bfd.detect_multiplier": _Key(
+        "Null: bfd.detect_multiplier.",
+        _range(MIN_MULTIPLIER, MAX_MULTIPLIER),
+        nullable=True,
+        default=None,
+    ),
+    "bfd": _Key("BFD (RFC 5880) with every neighbor; each may override these keys."),
+    "bfd.enabled": _Key("Run a BFD session with every neighbor (not yet used by the daemon)."),
+    "bfd.transmit_interval": _Key(
+        "Desired seconds between BFD packets sent.", _seconds(MIN_INTERVAL, MAX_BFD_INTERVAL)
+    ),
+    "bfd.receive_interval": _Key(
+        "Required seconds between BFD packets received.", _seconds(MIN_INTERVAL, MAX_BFD_INTERVAL)
+    ),
+    "bfd.detect_multiplier": _Key(
+        "Packets missed before the session is down.", _range(MIN_MULTIPLIER, MAX_MULTIPLIER)
+    ),
     "announce": _Key("Attributes sent with every VIP route."),
     "announce.communities": _Key(
         'Standard communities, "a:b" or a well-known name; not blackhole or 65535:0.',

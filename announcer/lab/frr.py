@@ -3,7 +3,8 @@
 Each FRR node gets its own path space (`-N <netns>`): pid files and vty sockets live under
 `/var/run/frr/<netns>/`, so several routers coexist on one host and `vtysh -N <netns>` reaches
 the right one. The daemons to start come from the node's bound `/etc/frr/daemons`, as the
-image's watchfrr would read it. This module starts daemons and queries them; stopping them is
+image's watchfrr would read it; bfdd needs nothing more than `bfdd=yes` there (its control
+socket follows the path space). This module starts daemons and queries them; stopping them is
 `netns.kill_netns_processes`' job (they live in the node's namespace).
 """
 
@@ -168,3 +169,33 @@ def bgp_peers(pathspace: str) -> list[Peer]:
                 )
             )
     return peers
+
+
+@dataclass(frozen=True)
+class BfdPeer:
+    address: str
+    multihop: bool
+    status: str  # up, down, init, shutdown
+    diagnostic: str
+
+
+def bfd_peers(pathspace: str) -> list[BfdPeer]:
+    """Every session of the instance's bfdd (`show bfd peers json`; bfdd=yes in daemons)."""
+    command = "show bfd peers json"
+    out = vtysh(pathspace, command)
+    try:
+        value = json.loads(out)
+    except json.JSONDecodeError as exc:
+        raise LabError(f"vtysh -N {pathspace} -c {command!r}: not JSON: {out[:200]!r}") from exc
+    if not isinstance(value, list):
+        raise LabError(f"vtysh -N {pathspace} -c {command!r}: expected a list")
+    return [
+        BfdPeer(
+            address=str(info.get("peer", "?")),
+            multihop=bool(info.get("multihop", False)),
+            status=str(info.get("status", "?")),
+            diagnostic=str(info.get("diagnostic", "")),
+        )
+        for info in value
+        if isinstance(info, dict)
+    ]
