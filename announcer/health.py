@@ -101,6 +101,21 @@ class HealthMachine:
         return self._since
 
     @property
+    def successes(self) -> int:
+        """Consecutive successes of the current streak (counted while DOWN/RISING only)."""
+        return self._successes
+
+    @property
+    def failures(self) -> int:
+        """Consecutive failures while announceable (FALLING), short of `fall`."""
+        return self._failures
+
+    @property
+    def streak_start(self) -> float:
+        """When the first probe of the current streak of successes started."""
+        return self._streak_start
+
+    @property
     def announceable(self) -> bool:
         """Whether health allows announcing; FALLING still does, hysteresis is its point."""
         return self._state in (Health.UP, Health.FALLING)

@@ -49,6 +49,7 @@ def test_minimal_document_gets_every_default() -> None:
         server_name="kubernetes",
         interval=0.4,
         timeout=0.35,
+        fast_interval=0.1,
         rise=3,
         fall=2,
         min_healthy=2.0,

@@ -165,11 +165,15 @@ def parse_apiserver(data: object, errors: list[ConfigError]) -> ApiserverConfig:
         timeout=section.take(
             "timeout", fields.seconds_in(0, MAX_INTERVAL, lo_open=True), default.timeout
         ),
+        fast_interval=section.take(
+            "fast_interval", fields.seconds_in(0, MAX_INTERVAL, lo_open=True), default.fast_interval
+        ),
         rise=section.take("rise", fields.integer_in(1, 100), default.rise),
         fall=section.take("fall", fields.integer_in(1, 100), default.fall),
         min_healthy=section.take("min_healthy", fields.seconds_in(0, 3600), default.min_healthy),
     )
     _check_apiserver(section, apiserver)
+    _check_fast_interval(section, apiserver)
     section.finish()
     return apiserver
 
@@ -188,6 +192,21 @@ def _check_apiserver(section: Section, apiserver: ApiserverConfig) -> None:
         other = "client_cert_file" if key is None else "client_key_file"
         reason = f"is required with {section.at(other)}"
         section.reject(missing, ConfigError(section.at(missing), reason))
+
+
+def _check_fast_interval(section: Section, apiserver: ApiserverConfig) -> None:
+    if (
+        not section.fine("fast_interval", "interval")
+        or apiserver.fast_interval < apiserver.interval
+    ):
+        return
+    if section.has("fast_interval"):
+        bad = "fast_interval"
+        reason = f"is not below apiserver.interval ({apiserver.interval:g})"
+    else:
+        bad = "interval"
+        reason = f"is not above the default fast_interval ({apiserver.fast_interval:g}): set it too"
+    section.reject(bad, ConfigError(section.at(bad), reason, value=section.raw(bad)))
 
 
 def listen_address(value: object, path: str) -> ListenAddress:
