@@ -502,6 +502,15 @@ def test_crash_drops_kept_alive_connections_without_close_notify(server: Backgro
     assert server.get("/readyz").content == b"ok"
 
 
+def test_crash_drops_a_connection_in_the_middle_of_its_handshake(server: Background) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        wait_until(lambda: server.control(op="get")["connections"] == 1)
+        # The server waits for a ClientHello that never comes; the crash must not wait too.
+        reply = server.set("crash")
+        assert (reply["state"], reply["connections"]) == ("crash", 0)
+        assert sock.recv(1) == b""
+
+
 def test_a_graceful_shutdown_closes_idle_connections_with_close_notify(
     server: Background,
 ) -> None:
