@@ -58,8 +58,8 @@ CASES: list[tuple[str, str]] = [
         "apiserver.fast_interval: 0 is not a number of seconds above 0 up to 60",
     ),
     (
-        "apiserver: {interval: 0.08, timeout: 0.05}",
-        "apiserver.interval: 0.08 is not above the default fast_interval (0.1): set it too",
+        "apiserver: {interval: 0.08, timeout: 0.05, fast_interval: 0.1}",
+        "apiserver.fast_interval: 0.1 is not below apiserver.interval (0.08)",
     ),
     (
         "apiserver: {interval: 0}",

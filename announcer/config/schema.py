@@ -152,7 +152,8 @@ _KEYS: Final[Mapping[str, _Key]] = {
         "Per-probe deadline in seconds, below interval.", _seconds(0, MAX_INTERVAL, above=True)
     ),
     "apiserver.fast_interval": _Key(
-        "Seconds between probe starts after a failure while announcing, below interval.",
+        "Seconds between probe starts after a failure while announcing, below interval "
+        "(unset: 0.1, or half a shorter interval).",
         _seconds(0, MAX_INTERVAL, above=True),
     ),
     "apiserver.rise": _Key("Consecutive successful probes before announcing.", _range(1, 100)),
