@@ -117,7 +117,9 @@ class Prober:
         clock: Clock = time.monotonic,
     ) -> None:
         self._client = client
-        self._base_url = base_url.rstrip("/")
+        # Parsed once: a probe runs every interval for the life of the process.
+        base = base_url.rstrip("/")
+        self._urls = {path: httpx.URL(base + path) for path in ("/readyz", "/livez")}
         self._server_name = server_name
         self._timeout = timeout
         self._headers = {} if token is None else {"Authorization": f"Bearer {token}"}
@@ -167,7 +169,7 @@ class Prober:
         # the TLS handshake leaves httpcore's socket to the garbage collector.
         remaining = deadline - asyncio.get_running_loop().time()
         return await self._client.get(
-            self._base_url + path,
+            self._urls[path],
             headers=self._headers,
             timeout=max(remaining * _PHASE_SHARE, 0.0),
             # Connect to the loopback address but verify (and send SNI for) the name the
