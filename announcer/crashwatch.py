@@ -10,9 +10,13 @@ rather than at the next tick. A refused connect is unambiguous, so the probe con
 about a millisecond.
 
 While the apiserver cannot be reached the watch retries every `retry` seconds and stays
-silent: it reports again only after it has been connected once more. It never sends a
-request, so it costs the apiserver one idle connection (plus a handshake each time the server
-times it out) and the daemon no wake-up at all while nothing happens.
+silent: it reports again only after it has been connected once more. A connection that
+lasted less than `retry` is followed by a pause until `retry` after it began, so a server that
+closes every connection at once (one that insists on a client certificate, say) costs a
+handshake per `retry`, not a busy loop; a crash that young is noticed that much later.
+
+It never sends a request, so it costs the apiserver one idle connection (plus a handshake
+each time the server times it out) and the daemon no wake-up at all while nothing happens.
 
 Use: build it with the probe's `ssl.SSLContext` (`ApiserverCheck.ssl_context`), run `run()`
 as a task for the life of the daemon, and restart it when that context changes.
@@ -78,19 +82,22 @@ class CrashWatch:
 
     async def run(self) -> None:
         """Watch until cancelled."""
+        loop = asyncio.get_running_loop()
         armed = False  # a trigger is due only for a connection that was there
-        lost_at = 0.0
+        lost_at = pause = 0.0
         while True:
+            if pause > 0:
+                await asyncio.sleep(pause)
             outcome = await self._connect()
             if isinstance(outcome, str):
                 if armed:
                     self._report(outcome, lost_at)
-                armed = False
-                await asyncio.sleep(self._retry)
+                armed, pause = False, self._retry
                 continue
-            armed = True
+            armed, began = True, loop.time()
             await self._hold(*outcome)
-            lost_at = asyncio.get_running_loop().time()
+            lost_at = loop.time()
+            pause = began + self._retry - lost_at
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | str:
         try:
