@@ -9,8 +9,9 @@ reaches whichever node they send the VIP to, if any.
 
 How the daemon's core uses it: when a probe succeeds while the health machine is not UP and
 this node announces nothing, it asks `anyone_serves` for the configured VIPs (the port of
-`apiserver.url`, a deadline of `apiserver.timeout`). Unserved: this node announces at this
-first healthy answer, since any healthy answer beats none (the first apiserver of a new
+`apiserver.url`, a deadline of `apiserver.timeout`), and feeds the success to
+`HealthMachine.observe(..., unserved=True)` when the answer is unserved: this node announces at
+this first healthy answer, since any healthy answer beats none (the first apiserver of a new
 cluster, the first one back after all were down). Served: `rise` and `min_healthy` apply as
 always, so a node that flaps while others serve gains nothing.
 
