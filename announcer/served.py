@@ -61,10 +61,22 @@ async def vip_served(address: IPAddress, port: int, *, connect_timeout: float) -
 async def anyone_serves(
     addresses: Iterable[IPAddress], port: int, *, connect_timeout: float
 ) -> Served:
-    """The VIPs asked in parallel: the first served answer, else the first address's."""
-    answers = await asyncio.gather(
-        *(vip_served(a, port, connect_timeout=connect_timeout) for a in addresses)
-    )
-    if not answers:
+    """The VIPs asked in parallel; the first definite answer (accepted, refused, unreachable)
+    decides and the other connects are cancelled: every node announces all its VIPs, so one
+    VIP speaks for all. Only when every VIP stays silent is the answer a timeout."""
+    tasks = [
+        asyncio.ensure_future(vip_served(a, port, connect_timeout=connect_timeout))
+        for a in addresses
+    ]
+    if not tasks:
         raise ValueError("addresses: no VIP to ask")
-    return next((a for a in answers if a.served), answers[0])
+    try:
+        for next_answer in asyncio.as_completed(tasks):
+            answer = await next_answer
+            if answer.served or answer.reason != "timeout":
+                return answer
+        return tasks[0].result()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

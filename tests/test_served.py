@@ -12,18 +12,27 @@ import pytest
 
 from announcer.served import anyone_serves, vip_served
 
-LOOPBACK = ip_address("127.0.0.1")
+LOOPBACK, OTHER = ip_address("127.0.0.1"), ip_address("127.0.0.2")
 
 
 @contextmanager
-def listener(backlog: int = 8) -> Iterator[socket.socket]:
+def listener(host: str = "127.0.0.1", port: int = 0, backlog: int = 8) -> Iterator[socket.socket]:
     sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
+    sock.bind((host, port))
     sock.listen(backlog)
     try:
         yield sock
     finally:
         sock.close()
+
+
+@contextmanager
+def black_hole(host: str = "127.0.0.1", port: int = 0) -> Iterator[int]:
+    """A port on `host` whose SYNs go unanswered: a listener with a full accept queue."""
+    with listener(host, port, backlog=0) as sock:
+        bound: int = sock.getsockname()[1]
+        with socket.create_connection((host, bound), timeout=2.0):
+            yield bound
 
 
 def closed_port() -> int:
@@ -49,28 +58,28 @@ def test_a_refused_connect_is_unserved() -> None:
 
 
 def test_no_answer_within_the_deadline_is_unserved() -> None:
-    # A listener whose accept queue is full drops further SYNs: a black hole on loopback.
-    with listener(backlog=0) as sock:
-        port = sock.getsockname()[1]
-        with socket.create_connection(("127.0.0.1", port), timeout=2.0):
-            answer = asyncio.run(vip_served(LOOPBACK, port, connect_timeout=0.2))
+    with black_hole() as port:
+        answer = asyncio.run(vip_served(LOOPBACK, port, connect_timeout=0.2))
     assert (answer.served, answer.reason) == (False, "timeout")
 
 
-def test_any_served_vip_is_enough() -> None:
-    other = ip_address("127.0.0.2")
-    with listener() as sock:
-        port = sock.getsockname()[1]
-        answer = asyncio.run(anyone_serves([other, LOOPBACK], port, connect_timeout=2.0))
-    assert (answer.address, answer.served) == (LOOPBACK, True)
+def test_an_accepting_vip_wins_over_a_silent_one() -> None:
+    with black_hole() as port, listener("127.0.0.2", port):
+        answer = asyncio.run(anyone_serves([LOOPBACK, OTHER], port, connect_timeout=2.0))
+    assert (answer.address, answer.served, answer.reason) == (OTHER, True, "accepted")
 
 
-def test_none_served_reports_the_first() -> None:
-    port = closed_port()
-    answer = asyncio.run(
-        anyone_serves([LOOPBACK, ip_address("127.0.0.2")], port, connect_timeout=2.0)
-    )
-    assert (answer.address, answer.served, answer.reason) == (LOOPBACK, False, "refused")
+def test_a_refusing_vip_speaks_for_all_without_waiting_for_a_silent_one() -> None:
+    # 127.0.0.2 has no listener on the port: refused at once, well before the deadline.
+    with black_hole() as port:
+        answer = asyncio.run(anyone_serves([LOOPBACK, OTHER], port, connect_timeout=30.0))
+    assert (answer.address, answer.served, answer.reason) == (OTHER, False, "refused")
+
+
+def test_every_vip_silent_is_a_timeout() -> None:
+    with black_hole() as port, black_hole("127.0.0.2", port):
+        answer = asyncio.run(anyone_serves([LOOPBACK, OTHER], port, connect_timeout=0.2))
+    assert (answer.address, answer.served, answer.reason) == (LOOPBACK, False, "timeout")
 
 
 def test_no_vip_is_an_error() -> None:
