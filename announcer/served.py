@@ -9,11 +9,16 @@ reaches whichever node they send the VIP to, if any.
 
 How the daemon's core uses it: when a probe succeeds while the health machine is not UP and
 this node announces nothing, it asks `anyone_serves` for the configured VIPs (the port of
-`apiserver.url`, a deadline of `apiserver.timeout`), and feeds the success to
+`apiserver.url`, a deadline of `apiserver.fast_interval`), and feeds the success to
 `HealthMachine.observe(..., unserved=True)` when the answer is unserved: this node announces at
 this first healthy answer, since any healthy answer beats none (the first apiserver of a new
 cluster, the first one back after all were down). Served: `rise` and `min_healthy` apply as
 always, so a node that flaps while others serve gains nothing.
+
+The deadline can be short: a node that serves answers a SYN within a LAN round trip, well
+under a millisecond, whereas routers rate-limit their ICMP errors (measured in the lab: r1's
+"unreachable" came back in ~1 ms for two checks in a row, the third got silence) or send none,
+so silence is a common answer when nobody serves.
 
 What a wrong guess costs. "Unserved" while others do serve (their answer was lost, or slower
 than the deadline): this node announces after one healthy answer instead of `rise` answers
