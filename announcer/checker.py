@@ -22,7 +22,7 @@ import httpx
 
 from announcer.config import ApiserverConfig, ConfigError, read_secret
 from announcer.health import ProbeResult
-from announcer.probe import Prober, build_client
+from announcer.probe import Prober, client_with, tls_context
 
 __all__ = ["ApiserverCheck"]
 
@@ -49,6 +49,7 @@ class ApiserverCheck:
         self._clock = clock
         self._client: httpx.AsyncClient | None = None
         self._prober: Prober | None = None
+        self._context: ssl.SSLContext | None = None
         self._built_for: tuple[ApiserverConfig, tuple[FileState, ...]] | None = None
         self._problem: str | None = None
 
@@ -64,8 +65,15 @@ class ApiserverCheck:
             return ProbeResult(ok=False, status=None, reason=reason, latency=0.0, at=at)
         return await prober.probe()
 
+    @property
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context of the current client (for `CrashWatch`); None until the files
+        are usable. A new object whenever the client is rebuilt."""
+        return self._context
+
     async def aclose(self) -> None:
         client, self._client, self._prober, self._built_for = self._client, None, None, None
+        self._context = None
         if client is not None:
             await client.aclose()
 
@@ -99,11 +107,12 @@ class ApiserverCheck:
         token = (
             None if c.token_file is None else read_secret(c.token_file, key="apiserver.token_file")
         )
-        client = build_client(
+        context = tls_context(
             ca_file=c.ca_file,
             client_cert_file=c.client_cert_file,
             client_key_file=c.client_key_file,
         )
+        client = client_with(context)
         prober = Prober(
             client,
             base_url=c.url,
@@ -112,6 +121,7 @@ class ApiserverCheck:
             token=token,
             clock=self._clock,
         )
+        self._context = context
         return client, prober
 
 

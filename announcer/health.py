@@ -81,6 +81,8 @@ class HealthMachine:
     - FALLING: `fall` consecutive failures go to DOWN; a success goes back to UP.
     - A failure flagged `planned_shutdown` goes to DOWN from any state: the apiserver is about
       to close its listener and waiting for `fall` would only lose traffic.
+    - A success observed with `unserved=True` goes to UP from DOWN or RISING: nobody else
+      serves the VIP (`announcer.served` says so), and any healthy answer beats none.
     """
 
     def __init__(self, settings: HealthSettings, *, now: float = 0.0) -> None:
@@ -101,13 +103,35 @@ class HealthMachine:
         return self._since
 
     @property
+    def successes(self) -> int:
+        """Consecutive successes of the current streak (counted while DOWN/RISING only)."""
+        return self._successes
+
+    @property
+    def failures(self) -> int:
+        """Consecutive failures while announceable (FALLING), short of `fall`."""
+        return self._failures
+
+    @property
+    def streak_start(self) -> float:
+        """When the first probe of the current streak of successes started."""
+        return self._streak_start
+
+    @property
     def announceable(self) -> bool:
         """Whether health allows announcing; FALLING still does, hysteresis is its point."""
         return self._state in (Health.UP, Health.FALLING)
 
-    def observe(self, result: ProbeResult, now: float) -> Transition | None:
-        """Feed one probe result; return the transition it caused, if any."""
-        new = self._on_success(result, now) if result.ok else self._on_failure(result)
+    def observe(
+        self, result: ProbeResult, now: float, *, unserved: bool = False
+    ) -> Transition | None:
+        """Feed one probe result; return the transition it caused, if any. `unserved`: no
+        other node serves the VIP, so a success is enough to go UP."""
+        if result.ok and unserved:
+            self._successes, self._failures = 0, 0
+            new = Health.UP
+        else:
+            new = self._on_success(result, now) if result.ok else self._on_failure(result)
         if new is self._state:
             return None
         transition = Transition(old=self._state, new=new, at=now, reason=result.reason)

@@ -29,9 +29,11 @@ __all__ = [
     "ProbeResult",
     "Prober",
     "build_client",
+    "client_with",
     "describe_failure",
     "describe_response",
     "first_failed_check",
+    "tls_context",
 ]
 
 Clock = Callable[[], float]
@@ -57,8 +59,20 @@ def build_client(
     client_cert_file: Path | None = None,
     client_key_file: Path | None = None,
 ) -> httpx.AsyncClient:
-    """The one client the daemon probes with: verified against `ca_file`, HTTP/1.1, a single
-    kept-alive connection, and blind to proxy and CA environment variables.
+    """The one client the daemon probes with: `client_with(tls_context(...))`."""
+    context = tls_context(
+        ca_file=ca_file, client_cert_file=client_cert_file, client_key_file=client_key_file
+    )
+    return client_with(context)
+
+
+def tls_context(
+    *,
+    ca_file: Path,
+    client_cert_file: Path | None = None,
+    client_key_file: Path | None = None,
+) -> ssl.SSLContext:
+    """Verifies against `ca_file` and presents the client certificate, if any.
 
     `client_key_file` may be omitted when `client_cert_file` holds the key too (as the
     kubelet's `kubelet-client-current.pem` does). Raises OSError/ssl.SSLError for unreadable
@@ -68,6 +82,12 @@ def build_client(
     if client_cert_file is not None:
         keyfile = None if client_key_file is None else str(client_key_file)
         context.load_cert_chain(str(client_cert_file), keyfile)
+    return context
+
+
+def client_with(context: ssl.SSLContext) -> httpx.AsyncClient:
+    """HTTP/1.1 over `context`, a single kept-alive connection, and blind to proxy and CA
+    environment variables."""
     return httpx.AsyncClient(
         verify=context,
         http2=False,
@@ -97,7 +117,9 @@ class Prober:
         clock: Clock = time.monotonic,
     ) -> None:
         self._client = client
-        self._base_url = base_url.rstrip("/")
+        # Parsed once: a probe runs every interval for the life of the process.
+        base = base_url.rstrip("/")
+        self._urls = {path: httpx.URL(base + path) for path in ("/readyz", "/livez")}
         self._server_name = server_name
         self._timeout = timeout
         self._headers = {} if token is None else {"Authorization": f"Bearer {token}"}
@@ -147,7 +169,7 @@ class Prober:
         # the TLS handshake leaves httpcore's socket to the garbage collector.
         remaining = deadline - asyncio.get_running_loop().time()
         return await self._client.get(
-            self._base_url + path,
+            self._urls[path],
             headers=self._headers,
             timeout=max(remaining * _PHASE_SHARE, 0.0),
             # Connect to the loopback address but verify (and send SNI for) the name the

@@ -50,6 +50,18 @@ CASES: list[tuple[str, str]] = [
         "apiserver.interval: 0.3 is not above the default timeout (0.35): set timeout too",
     ),
     (
+        "apiserver: {fast_interval: 0.4}",
+        "apiserver.fast_interval: 0.4 is not below apiserver.interval (0.4)",
+    ),
+    (
+        "apiserver: {fast_interval: 0}",
+        "apiserver.fast_interval: 0 is not a number of seconds above 0 up to 60",
+    ),
+    (
+        "apiserver: {interval: 0.08, timeout: 0.05, fast_interval: 0.1}",
+        "apiserver.fast_interval: 0.1 is not below apiserver.interval (0.08)",
+    ),
+    (
         "apiserver: {interval: 0}",
         "apiserver.interval: 0 is not a number of seconds above 0 up to 60",
     ),

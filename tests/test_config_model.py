@@ -42,6 +42,24 @@ def load(name: str) -> object:
     return yaml.safe_load((SNIPPETS / name).read_text())
 
 
+@pytest.mark.parametrize(
+    ("apiserver", "fast"),
+    [
+        ({}, 0.1),
+        ({"interval": 0.1, "timeout": 0.05}, 0.05),
+        ({"interval": 2.0, "timeout": 1.0}, 0.1),
+        ({"interval": 0.1, "timeout": 0.05, "fast_interval": 0.02}, 0.02),
+    ],
+)
+def test_fast_interval_defaults_to_a_tenth_of_a_second_or_half_a_shorter_interval(
+    apiserver: dict[str, float], fast: float
+) -> None:
+    document = load("minimal.yaml")
+    assert isinstance(document, dict)
+    config = parse_config({**document, "apiserver": apiserver})
+    assert config.apiserver.fast_interval == fast
+
+
 def test_minimal_document_gets_every_default() -> None:
     config = parse_config(load("minimal.yaml"))
     assert config.apiserver == ApiserverConfig(
@@ -50,6 +68,7 @@ def test_minimal_document_gets_every_default() -> None:
         server_name="kubernetes",
         interval=0.4,
         timeout=0.35,
+        fast_interval=0.1,
         rise=3,
         fall=2,
         min_healthy=2.0,

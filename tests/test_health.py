@@ -233,3 +233,40 @@ def test_min_healthy_counts_from_probe_start_not_observation() -> None:
 def test_settings_reject_nonsense(rise: int, fall: int, min_healthy: float, message: str) -> None:
     with pytest.raises(ValueError, match=f"^{message}$"):
         HealthSettings(rise=rise, fall=fall, min_healthy=min_healthy)
+
+
+# --- nobody else serves the VIP -----------------------------------------------------------------
+
+DEFAULTS = HealthSettings(rise=3, fall=2, min_healthy=2.0)
+
+
+@pytest.mark.parametrize(
+    ("before", "unserved", "expected"),
+    [
+        ("", True, UP),  # the first apiserver of a cluster: its first 200 is enough
+        ("", False, RISING),  # others serve: rise and min_healthy as always
+        ("+", True, UP),
+        ("++-", True, UP),  # back after a failure, still alone
+        ("++-+", False, RISING),  # a flapping node while others serve gains nothing
+    ],
+)
+def test_a_success_while_unserved_is_enough(before: str, unserved: bool, expected: Health) -> None:
+    machine = HealthMachine(DEFAULTS)
+    for kind, t in every_second(before):
+        machine.observe(result(kind, t), now=t)
+    t = float(len(before))
+    machine.observe(result("+", t), now=t, unserved=unserved)
+    assert machine.state is expected
+
+
+def test_unserved_does_not_turn_a_failure_into_a_success() -> None:
+    machine = HealthMachine(DEFAULTS)
+    assert machine.observe(result("-", 0.0), now=0.0, unserved=True) is None
+    assert machine.state is DOWN
+
+
+def test_after_an_unserved_up_a_failure_falls_as_usual() -> None:
+    machine = HealthMachine(DEFAULTS)
+    machine.observe(result("+", 0.0), now=0.0, unserved=True)
+    assert [machine.observe(result("-", t), now=t) is not None for t in (1.0, 2.0)] == [True, True]
+    assert machine.state is DOWN

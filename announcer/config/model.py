@@ -109,6 +109,7 @@ class ApiserverConfig:
     token_file: Path | None = None
     interval: float = 0.4
     timeout: float = 0.35
+    fast_interval: float = 0.1
     rise: int = 3
     fall: int = 2
     min_healthy: float = 2.0

@@ -9,6 +9,7 @@ look at the host, or raise anything but `ConfigError`.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_interface, ip_network
@@ -168,11 +169,17 @@ def parse_apiserver(data: object, errors: list[ConfigError]) -> ApiserverConfig:
         timeout=section.take(
             "timeout", fields.seconds_in(0, MAX_INTERVAL, lo_open=True), default.timeout
         ),
+        fast_interval=section.take(
+            "fast_interval",
+            fields.seconds_in(0, MAX_INTERVAL, lo_open=True),
+            default.fast_interval,
+        ),
         rise=section.take("rise", fields.integer_in(1, 100), default.rise),
         fall=section.take("fall", fields.integer_in(1, 100), default.fall),
         min_healthy=section.take("min_healthy", fields.seconds_in(0, 3600), default.min_healthy),
     )
     _check_apiserver(section, apiserver)
+    apiserver = _fast_interval(section, apiserver)
     section.finish()
     return apiserver
 
@@ -191,6 +198,19 @@ def _check_apiserver(section: Section, apiserver: ApiserverConfig) -> None:
         other = "client_cert_file" if key is None else "client_key_file"
         reason = f"is required with {section.at(other)}"
         section.reject(missing, ConfigError(section.at(missing), reason))
+
+
+def _fast_interval(section: Section, apiserver: ApiserverConfig) -> ApiserverConfig:
+    """`fast_interval` checked against `interval`; when not set, 0.1 s or half a shorter
+    interval (a short interval needs no tuning of its own)."""
+    if not section.has("fast_interval"):
+        fast = min(ApiserverConfig().fast_interval, apiserver.interval / 2)
+        return dataclasses.replace(apiserver, fast_interval=fast)
+    if section.fine("fast_interval", "interval") and apiserver.fast_interval >= apiserver.interval:
+        reason = f"is not below apiserver.interval ({apiserver.interval:g})"
+        error = ConfigError(section.at("fast_interval"), reason, value=section.raw("fast_interval"))
+        section.reject("fast_interval", error)
+    return apiserver
 
 
 def listen_address(value: object, path: str) -> ListenAddress:

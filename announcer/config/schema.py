@@ -153,6 +153,11 @@ _KEYS: Final[Mapping[str, _Key]] = {
     "apiserver.timeout": _Key(
         "Per-probe deadline in seconds, below interval.", _seconds(0, MAX_INTERVAL, above=True)
     ),
+    "apiserver.fast_interval": _Key(
+        "Seconds between probe starts after a failure while announcing, below interval "
+        "(unset: 0.1, or half a shorter interval).",
+        _seconds(0, MAX_INTERVAL, above=True),
+    ),
     "apiserver.rise": _Key("Consecutive successful probes before announcing.", _range(1, 100)),
     "apiserver.fall": _Key("Consecutive failed probes before withdrawing.", _range(1, 100)),
     "apiserver.min_healthy": _Key(

@@ -44,7 +44,7 @@ RESTART_DELAY = 1.0  # RestartSec of config/systemd/announcer.service
 EXABGP_ENV = {
     "exabgp_api_cli": "false",
     "exabgp_log_statistics": "false",
-    "exabgp_reactor_speed": "5",
+    "exabgp_reactor_speed": "10",
 }
 
 

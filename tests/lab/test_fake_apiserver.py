@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -473,6 +474,50 @@ def test_stopped_refuses_connections_and_ready_reopens(server: Background) -> No
     reply = server.set("ready")
     assert reply["addresses"] == [f"127.0.0.1:{server.port}"]
     assert server.get("/readyz").content == b"ok"
+
+
+@contextmanager
+def strict_tls(server: Background) -> Iterator[ssl.SSLSocket]:
+    """A kept-alive connection that has served one /readyz and tells a TLS close_notify from
+    a bare EOF (Python's defaults hide the difference)."""
+    context = client_context(server.pki)
+    context.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF
+    # Below the server's close linger: a graceful close must not be mistaken for a crash.
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=0.4)
+    with context.wrap_socket(sock, server_hostname="kubernetes", suppress_ragged_eofs=False) as tls:
+        tls.sendall(b"GET /readyz HTTP/1.1\r\nHost: kubernetes\r\n\r\n")
+        assert tls.recv(65536).startswith(b"HTTP/1.1 200 OK")
+        yield tls
+
+
+def test_crash_drops_kept_alive_connections_without_close_notify(server: Background) -> None:
+    with strict_tls(server) as tls:
+        reply = server.set("crash")
+        assert (reply["state"], reply["listening"], reply["connections"]) == ("crash", False, 0)
+        with pytest.raises(ssl.SSLError, match="UNEXPECTED_EOF"):
+            tls.recv(65536)
+    with pytest.raises(httpx.ConnectError, match="refused"):
+        server.get("/readyz")
+    server.set("ready")
+    assert server.get("/readyz").content == b"ok"
+
+
+def test_crash_drops_a_connection_in_the_middle_of_its_handshake(server: Background) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        wait_until(lambda: server.control(op="get")["connections"] == 1)
+        # The server waits for a ClientHello that never comes; the crash must not wait too.
+        reply = server.set("crash")
+        assert (reply["state"], reply["connections"]) == ("crash", 0)
+        assert sock.recv(1) == b""
+
+
+def test_a_graceful_shutdown_closes_idle_connections_with_close_notify(
+    server: Background,
+) -> None:
+    # The contrast to a crash: the peer learns the end of the stream from TLS itself.
+    with strict_tls(server) as tls:
+        server.set("shutdown")
+        assert tls.recv(65536) == b""
 
 
 # --- shutdown -----------------------------------------------------------------------------

@@ -81,7 +81,12 @@ class Connection:
         done, _ = await asyncio.wait({closed}, timeout=CLOSE_LINGER)
         if not done:
             self.abort()
-        # The transport reports connection_lost soon after an abort; wait for it so that no
-        # transport outlives the loop.
+            # The transport reports connection_lost soon after an abort; wait for it so that
+            # no transport outlives the loop. Not forever: a connection dropped during its TLS
+            # handshake never reports it to these streams (its protocol was being swapped).
+            done, _ = await asyncio.wait({closed}, timeout=CLOSE_LINGER)
+        if not done:
+            closed.cancel()
+            return
         with contextlib.suppress(OSError, ssl.SSLError):
-            await closed
+            closed.result()

@@ -1,8 +1,9 @@
 """The fake kube-apiserver: listeners, TLS, connections and run-time state.
 
 Owns the listening sockets (closed and reopened as the state asks), the TLS handshake (held
-back in `tls-stall`), answering requests through `routes` (held in `hang`, delayed in `slow`)
-and the graceful shutdown sequence of the real apiserver. It must not parse the control
+back in `tls-stall`), answering requests through `routes` (held in `hang`, delayed in `slow`),
+the graceful shutdown sequence of the real apiserver and its death (`crash`: what the kernel
+does to a killed process's sockets). It must not parse the control
 protocol nor the command line.
 """
 
@@ -98,7 +99,7 @@ class FakeApiserver:
             state, options = State.STOPPED, DEFAULT_OPTIONS
         self._cancel_sequence()
         self._enter(state, options)
-        if state is State.STOPPED:
+        if state in (State.STOPPED, State.CRASH):
             await self._halt()
         else:
             await self._open()
@@ -174,6 +175,7 @@ class FakeApiserver:
         log.info("%s: listeners closed", self.node)
 
     async def _halt(self) -> None:
+        # Aborted, not closed: no close_notify, no linger, as when the process is killed.
         self._close_listeners()
         connections = list(self._connections)
         for connection in connections:

@@ -18,6 +18,8 @@ class State(enum.StrEnum):
     ETCD_DOWN = "etcd-down"
     SHUTDOWN = "shutdown"
     STOPPED = "stopped"
+    # A killed process: listeners and every connection dropped at once, no close_notify.
+    CRASH = "crash"
     HANG = "hang"
     TLS_STALL = "tls-stall"
     SLOW = "slow"
