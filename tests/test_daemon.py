@@ -5,6 +5,7 @@ socket and signals; only the interface is a fake (no netlink on the test host)."
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import shutil
@@ -522,7 +523,9 @@ def _apiserver_side(task: asyncio.Task[object]) -> bool:
 def test_no_task_outlives_the_daemon(base: Path, pki: LabPki) -> None:
     """Structured concurrency: every task the daemon started (ExaBGP's supervision, its output
     drains, relay connections, status clients, including evicted ones) is awaited by its owner
-    before `run()` returns; none is left pending for the loop's end to cancel."""
+    before `run()` returns; none is left pending for the loop's end to cancel, and no socket
+    is left for the garbage collector (filterwarnings=error turns its ResourceWarning into a
+    failure)."""
 
     async def test() -> None:
         async with world_of(base, pki) as world:
@@ -537,6 +540,7 @@ def test_no_task_outlives_the_daemon(base: Path, pki: LabPki) -> None:
             finally:
                 for client in clients:
                     client.close()
+            gc.collect()  # an unclosed socket's ResourceWarning surfaces now, as an error
             stray = asyncio.all_tasks() - before - {asyncio.current_task()}
             stray = {task for task in stray if not _apiserver_side(task)}
             assert not stray, f"tasks left pending by the daemon: {stray}"
