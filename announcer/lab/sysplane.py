@@ -9,9 +9,11 @@ own /etc or /opt: every file goes into the node's overlay.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
+import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -112,3 +114,18 @@ def start_service(pid: int) -> float:
     start = time.monotonic()
     inside(pid, ["systemctl", "start", "announcer.service"])
     return time.monotonic() - start
+
+
+def daemon_status(pid: int, *, timeout: float = 30.0) -> dict[str, object]:
+    """`announcer status --json` run inside the node (its socket is in the node's own /run):
+    the daemon's snapshot, or `{"error": why}` when there is none."""
+    argv = sysnode.inside_argv(pid, ["announcer", "status", "--json"])
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return {"error": f"`announcer status --json` gave no answer within {timeout:g} s"}
+    try:
+        answer = json.loads(result.stdout)
+    except ValueError:
+        return {"error": result.stderr.strip()[-200:] or f"exit {result.returncode}, no JSON"}
+    return dict(answer) if isinstance(answer, dict) else {"error": f"not an object: {answer!r}"}
