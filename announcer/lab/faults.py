@@ -255,7 +255,7 @@ def run_in_node(
         command = realiser.node_command(topology, node, argv)
         env = realiser.node_environment(topology, node)
     else:
-        command, env = sysnode.inside_argv(pid, argv), {"PATH": os.environ.get("PATH", "")}
+        command, env = sysnode.inside_argv(pid, argv), dict(sysnode.NODE_ENV)
     try:
         return subprocess.run(
             command, env=env, capture_output=True, text=True, timeout=timeout, check=False

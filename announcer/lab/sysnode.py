@@ -37,6 +37,9 @@ LAB_RUN: Final = Path("/run/announcer-lab")
 BOOT_TIMEOUT: Final = 60.0
 POWER_OFF_TIMEOUT: Final = 60.0
 _HOST_UNITS: Final = Path("/etc/systemd/system")
+# A command run inside finds the node's programs (the package's /usr/bin/announcer), never a
+# development install that the caller's PATH may put first.
+NODE_ENV: Final = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 _TOOLS: Final = ("systemd-nspawn", "nsenter", "mount", "umount")
 
 

@@ -121,7 +121,9 @@ def daemon_status(pid: int, *, timeout: float = 30.0) -> dict[str, object]:
     the daemon's snapshot, or `{"error": why}` when there is none."""
     argv = sysnode.inside_argv(pid, ["announcer", "status", "--json"])
     try:
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+        result = subprocess.run(
+            argv, env=sysnode.NODE_ENV, capture_output=True, text=True, timeout=timeout, check=False
+        )
     except subprocess.TimeoutExpired:
         return {"error": f"`announcer status --json` gave no answer within {timeout:g} s"}
     try:
