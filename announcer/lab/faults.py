@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from ipaddress import ip_interface
 from pathlib import Path, PurePosixPath
 
-from announcer.lab import frr, netns, realiser, sysnode
+from announcer.lab import frr, netns, realiser, sysnode, sysplane
 from announcer.lab.apiserver.control import ControlError, request
 from announcer.lab.fib import IPNetwork
 from announcer.lab.netns import LabError
@@ -277,7 +277,7 @@ def restart_node(topology: Topology, node: str) -> None:
     stop), kill what is left in its namespace, and start the main process anew. On a systemd
     node: `systemctl restart` of the fake apiserver and the service."""
     if container(topology, node) is not None:
-        argv = ["systemctl", "restart", "lab-apiserver.service", "announcer.service"]
+        argv = ["systemctl", "restart", sysplane.APISERVER_UNIT, "announcer.service"]
         result = run_in_node(topology, node, argv, timeout=2 * _STOP_TIMEOUT)
         if result.returncode != 0:
             raise FaultError(f"{node}: {' '.join(argv)}: {result.stderr.strip()}")

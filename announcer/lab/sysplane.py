@@ -26,6 +26,7 @@ from announcer.lab.sysnode import inside
 from announcer.lab.topology import Topology
 
 LAB_DEB_ENV: Final = "ANNOUNCER_LAB_DEB"
+APISERVER_UNIT: Final = "lab-apiserver.service"
 
 
 def start_control_plane(
@@ -96,17 +97,17 @@ def configure(root: Path, *, config: Path, pki: Path) -> None:
 
 
 def start_apiserver(pid: int, root: Path, argv: Sequence[str]) -> None:
-    """The fake apiserver as the enabled unit lab-apiserver.service, the stand-in for a
+    """The fake apiserver as the enabled unit `APISERVER_UNIT`, the stand-in for a
     kube-apiserver static pod: it comes back when the node boots again."""
     command = " ".join(shlex.quote(word) for word in argv)
-    unit = root / "etc/systemd/system/lab-apiserver.service"
+    unit = root / "etc/systemd/system" / APISERVER_UNIT
     unit.write_text(
         "[Unit]\nDescription=the lab's fake kube-apiserver\n"
         f"[Service]\nExecStart={command}\nRestart=always\n"
         "[Install]\nWantedBy=multi-user.target\n"
     )
     inside(pid, ["systemctl", "daemon-reload"])
-    inside(pid, ["systemctl", "enable", "--now", "--quiet", "lab-apiserver.service"])
+    inside(pid, ["systemctl", "enable", "--now", "--quiet", APISERVER_UNIT])
 
 
 def start_service(pid: int) -> float:
