@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -105,6 +106,18 @@ def test_faults_status_and_commands_reach_the_node_inside(sd_lab: Topology) -> N
         assert unit.stdout.strip() == "active"
         daemon = faults.find(sd_lab, node, "daemon")
         assert daemon is not None and "/opt/announcer/bin/announcer" in daemon.argv[:3]
+
+
+def test_restart_node_restarts_the_units_and_the_node_announces_again(sd_lab: Topology) -> None:
+    before = faults.find(sd_lab, "cp3", "daemon")
+    assert before is not None
+    faults.restart_node(sd_lab, "cp3")
+    deadline = time.monotonic() + 30.0
+    while not ((snapshot := faults.status(sd_lab, "cp3")) and snapshot.get("announced") is True):
+        assert time.monotonic() < deadline, f"cp3 not announcing again: {snapshot}"
+        time.sleep(0.1)
+    after = faults.find(sd_lab, "cp3", "daemon")
+    assert after is not None and after.pid != before.pid
 
 
 def test_the_daemon_and_exabgp_rows_pass_on_systemd_nodes(sd_lab: Topology) -> None:
