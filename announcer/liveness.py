@@ -1,0 +1,54 @@
+"""ExaBGP liveness: is the process behind the relay still answering?
+
+A stopped or wedged ExaBGP keeps its TCP sessions open, so its routers keep routing the VIP
+here until their hold timer expires (90 s with vendor defaults). Every `INTERVAL` seconds,
+when no other command is in flight (a command in flight has its own acknowledgement
+deadline), `version` is sent through the same one-command channel; ExaBGP answers it at once
+(`exabgp 5.0.x`, then `done`). No answer within `BOUND` seconds: the channel closes (see
+`announcer.speaker.channel`) and the core hears `ExabgpSilent`, which kills ExaBGP; its
+sessions close at once and it is restarted as after any exit. An `error` is an answer too.
+
+Must not: decide what silence means (the core kills), or send while a command is in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+from announcer.clock import Clock
+from announcer.core import events as ev
+from announcer.speaker import ChannelClosed
+from announcer.speakers import Speakers
+
+__all__ = ["BOUND", "COMMAND", "INTERVAL", "watch_exabgp"]
+
+INTERVAL: Final = 0.5
+BOUND: Final = 1.0
+COMMAND: Final = "version"
+
+
+async def watch_exabgp(
+    speakers: Speakers,
+    *,
+    put: Callable[[ev.Event], Awaitable[None]],
+    clock: Clock,
+    interval: float = INTERVAL,
+    bound: float = BOUND,
+) -> None:
+    """Check the current ExaBGP forever; `put` gets `ExabgpSilent` for each silence."""
+    never = asyncio.Event()
+    while True:
+        await clock.wait(never, clock.now() + interval)
+        speaker = speakers.current
+        channel = speaker.channel if speaker is not None else None
+        if channel is None or channel.busy:
+            continue
+        try:
+            await channel.send(COMMAND, timeout=bound)
+        except TimeoutError:
+            if speakers.current is speaker:  # not a process a restart already replaced
+                await put(ev.ExabgpSilent())
+        except ChannelClosed:
+            pass  # gone: its exit or disconnection is reported by the Speaker
