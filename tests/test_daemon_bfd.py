@@ -1,7 +1,8 @@
 """The daemon's BFD, in process: a session with a second `BfdService` over loopback comes Up
 and goes Down when that peer falls silent, and status, metrics and the journal say so; a
 session whose local address is not on the host is retried, never fatal; a reload that
-turns BFD off ends the session.
+turns BFD off ends the session. And ExaBGP's liveness: a stopped (SIGSTOP) ExaBGP is killed
+and restarted within the bound, and the status says so meanwhile.
 
 Each test takes its own pair of loopback addresses (127.N.M.1 the router, .2 the node), so
 BFD tests running at the same time on this host do not meet on UDP 3784."""
@@ -9,6 +10,7 @@ BFD tests running at the same time on this host do not meet on UDP 3784."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -26,7 +28,8 @@ from test_daemon import World, running, until, world_of
 
 from announcer.bfd import BfdService, Profile, SessionKey, State
 from announcer.lab.pki import LabPki
-from announcer.status_protocol import BfdStatus
+from announcer.liveness import BOUND, INTERVAL
+from announcer.status_protocol import BfdStatus, StatusSnapshot
 
 # 100 ms x 3: fast, yet no false Down on a loaded test machine (the daemon probes every 0.1 s).
 FAST = Profile(transmit_interval=100_000, receive_interval=100_000, detect_multiplier=3)
@@ -176,5 +179,38 @@ def test_a_reload_without_bfd_ends_the_session_with_admin_down(base: Path, pki: 
                 await until(lambda: peer.status()[0].remote_state is State.ADMIN_DOWN, "admin down")
                 assert (await world.status()).bfd == ()
                 assert daemon.bfd.service is not None and daemon.bfd.service.status() == []
+
+    asyncio.run(test())
+
+
+def test_a_stopped_exabgp_is_killed_and_restarted_and_the_status_says_so(
+    base: Path, pki: LabPki
+) -> None:
+    async def test() -> None:
+        async with world_of(base, pki) as world, running(world) as daemon:
+            await until(lambda: _announced(world), "announced")
+            speaker = daemon.speaker
+            assert speaker is not None and speaker.pid is not None
+            frozen_pid = speaker.pid
+            loop = asyncio.get_running_loop()
+            os.kill(frozen_pid, signal.SIGSTOP)  # wedged: alive, sessions open, silent
+            stopped = loop.time()
+            seen: list[StatusSnapshot] = []
+            while daemon.speakers.restarts() == 0 and loop.time() - stopped < 10:
+                snapshot = daemon.snapshot()
+                if snapshot.exabgp.killed_for is not None:
+                    seen.append(snapshot)
+                await asyncio.sleep(0.005)
+            took = loop.time() - stopped
+            assert daemon.speakers.restarts() == 1, "not restarted"
+            assert took < INTERVAL + BOUND + 1.0, f"killed and restarted after {took:.2f} s"
+            assert seen, "the status never said exabgp was killed"
+            assert seen[0].exabgp.killed_for == "exabgp did not answer in time"
+            assert not seen[0].announced and not any(v.announced for v in seen[0].vips)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(frozen_pid, signal.SIGCONT)  # killed already: nothing to resume
+            await until(lambda: _announced(world), "announced again")
+            after = await world.status()
+            assert after.exabgp.pid != frozen_pid and after.exabgp.killed_for is None
 
     asyncio.run(test())
