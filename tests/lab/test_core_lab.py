@@ -5,7 +5,10 @@
   may route it there;
 - SIGTERM during a drain: the graceful phase is not started again;
 - `drain --wait` racing a stop: the client is not told "withdrawn" by a daemon that is
-  stopping.
+  stopping;
+- a stopped (SIGSTOP) ExaBGP, whose TCP sessions stay open: it stops answering the liveness
+  check, is killed (r1 drops cp1's path at once, not after its hold time) and restarted, and
+  meanwhile cp1's status does not say it announces.
 """
 
 from __future__ import annotations
@@ -31,12 +34,18 @@ from test_announcer import (
     node_processes,
     path_from,
     r1_paths,
+    status,
+    wait_fib,
+    with_,
+    without,
 )
 
 from announcer.daemon import ACK_TIMEOUT
 from announcer.lab import netns
 from announcer.lab.fib import Fib, wait_for
 from announcer.lab.topology import Topology
+from announcer.liveness import BOUND, INTERVAL
+from announcer.status_protocol import StatusSnapshot
 
 topology = test_announcer.topology  # the lab, converged and checked before and after
 
@@ -134,3 +143,41 @@ def test_drain_wait_racing_a_stop_is_not_told_withdrawn(topology: Topology) -> N
     print(f"drain --wait, then SIGTERM: exit {drain.returncode}, said {(out + err).strip()!r}")
     assert drain.returncode != 0
     assert "drained: routes withdrawn" not in out
+
+
+def is_exabgp_itself(argv: list[str]) -> bool:
+    return any(Path(arg).name == "exabgp" for arg in argv) and not is_relay(argv)
+
+
+@netns_test
+def test_a_stopped_exabgp_is_killed_within_the_liveness_bound(topology: Topology) -> None:
+    pids = node_processes(topology, "cp1", is_exabgp_itself)
+    assert len(pids) == 1, f"cp1's exabgp: {pids}"
+    proc = netns.process_id(pids[0])
+    assert proc is not None
+    with Fib(topology.netns("r1")) as fib:
+        os.kill(proc.pid, signal.SIGSTOP)  # wedged: its sessions stay open, it answers nothing
+        start = time.monotonic()
+        try:
+            left = wait_fib(fib, without("cp1"), 10.0, start=start)
+        finally:
+            with_pid_gone_ok(proc.pid, signal.SIGCONT)
+        during: list[StatusSnapshot] = []
+        while (snapshot := status(topology, "cp1")).exabgp.link != "connected":
+            during.append(snapshot)
+            assert time.monotonic() - start < RESTORE, "exabgp not back"
+        back = wait_fib(fib, with_("cp1"), RESTORE, start=start)
+    first = during[0] if during else None
+    print(f"exabgp SIGSTOP: cp1 left r1's FIB in {left:.3f} s (bound {INTERVAL + BOUND:g} s "
+          f"+ the kill), back in {back:.2f} s; status while killed: {first}")  # fmt: skip
+    assert left <= INTERVAL + BOUND + 0.3
+    assert not netns.alive(proc)
+    assert snapshot.exabgp.pid != proc.pid
+    assert during, "the status never showed exabgp killed"
+    assert first is not None and first.exabgp.killed_for == "exabgp did not answer in time"
+    for seen in during:  # the status never takes the word of the killed process
+        assert not seen.announced
+        assert all(n.state != "up" for n in seen.neighbors)
+
+
+RESTORE = 20.0
