@@ -158,7 +158,8 @@ def render_status(snapshot: Mapping[str, JSONValue], *, now: float | None = None
         f"{n.address!s:<{width}}  {n.state}{_since(n.since, at)}" for n in status.neighbors
     ]
     lines.extend(_section("neighbors", neighbors))
-    lines.extend(_section("bfd", [_bfd_line(row, at) for row in status.bfd]))
+    if status.bfd:  # neighbors with BFD enabled only
+        lines.extend(_section("bfd", [_bfd_line(row, at) for row in status.bfd]))
     changes = [_transition_line(t, at) for t in status.transitions]
     lines.extend(_section("recent transitions (newest last)", changes))
     return "\n".join(lines) + "\n"
