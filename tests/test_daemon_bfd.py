@@ -1,6 +1,7 @@
 """The daemon's BFD, in process: a session with a second `BfdService` over loopback comes Up
 and goes Down when that peer falls silent, and status, metrics and the journal say so; a
-session whose local address is not on the host is retried, never fatal; a reload that
+session whose local address is not on the host is retried, never fatal; a reload with new
+timers applies them by Poll without a flap; a reload that
 turns BFD off ends the session. And ExaBGP's liveness: a stopped (SIGSTOP) ExaBGP is killed
 and restarted within the bound, and the status says so meanwhile.
 
@@ -55,7 +56,8 @@ def bfd_document(router: str, node: str | None, **bfd: object) -> dict[str, dict
 def write_bfd(world: World, router: str, node: str | None, **more: object) -> None:
     """The test daemon's configuration, with one neighbor (`router`) and BFD; `more`:
     top-level sections and `enabled` for the bfd section."""
-    bfd = {"enabled": more.pop("enabled")} if "enabled" in more else {}
+    keys = ("enabled", "transmit_interval")
+    bfd = {key: more.pop(key) for key in keys if key in more}
     document = world.document(**bfd_document(router, node, **bfd))
     document["vips"] = ["198.51.100.10/32"]  # IPv4 only: the one neighbor is IPv4
     document.update(more)
@@ -179,6 +181,32 @@ def test_a_reload_without_bfd_ends_the_session_with_admin_down(base: Path, pki: 
                 await until(lambda: peer.status()[0].remote_state is State.ADMIN_DOWN, "admin down")
                 assert (await world.status()).bfd == ()
                 assert daemon.bfd.service is not None and daemon.bfd.service.status() == []
+
+    asyncio.run(test())
+
+
+def test_a_reload_with_new_timers_applies_them_without_a_flap(base: Path, pki: LabPki) -> None:
+    router, node = loopback_pair()
+
+    async def test() -> None:
+        async with world_of(base, pki) as world:
+            write_bfd(world, router, node)
+            async with running(world), BfdService() as peer:
+                peer.add(SessionKey(ip_address(node), ip_address(router)), FAST)
+                await until(lambda: _is(row(world), "up"), "BFD up")
+                # The peer detects the node's silence in 3 x the node's transmit interval.
+                await until(
+                    lambda: peer.status()[0].detection_time == pytest.approx(0.3), "0.1 s x 3"
+                )
+                changes = (await row(world)).changes
+                write_bfd(world, router, node, transmit_interval=0.2)
+                os.kill(os.getpid(), signal.SIGHUP)
+                await until(
+                    lambda: peer.status()[0].detection_time == pytest.approx(0.6),
+                    "0.2 s x 3 (Poll)",
+                )
+                after = await row(world)
+                assert (after.state, after.changes) == ("up", changes)
 
     asyncio.run(test())
 
