@@ -1,9 +1,9 @@
 """The daemon's BFD, in process: a session with a second `BfdService` over loopback comes Up
 and goes Down when that peer falls silent, and status, metrics and the journal say so; a
 session whose local address is not on the host is retried, never fatal; a reload with new
-timers applies them by Poll without a flap; a reload that
-turns BFD off ends the session. And ExaBGP's liveness: a stopped (SIGSTOP) ExaBGP is killed
-and restarted within the bound, and the status says so meanwhile.
+timers applies them by Poll without a flap; a reload that turns BFD off ends the session.
+And ExaBGP's liveness: a stopped (SIGSTOP) ExaBGP is killed and restarted within the bound,
+and the status says so meanwhile.
 
 Each test takes its own pair of loopback addresses (127.N.M.1 the router, .2 the node), so
 BFD tests running at the same time on this host do not meet on UDP 3784."""
