@@ -45,12 +45,13 @@ async def watch_exabgp(
         await clock.wait(never, clock.now() + interval)
         speaker = speakers.current
         channel = speaker.channel if speaker is not None else None
-        if channel is None or channel.busy:
+        if speaker is None or channel is None or channel.busy:
             continue
+        pid = speaker.pid
         try:
             await channel.send(COMMAND, timeout=bound)
         except TimeoutError:
-            if speakers.current is speaker:  # not a process a restart already replaced
+            if speakers.current is speaker and speaker.pid == pid:  # not a replaced process
                 await put(ev.ExabgpSilent())
         except ChannelClosed:
             pass  # gone: its exit or disconnection is reported by the Speaker
