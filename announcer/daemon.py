@@ -221,7 +221,10 @@ class Daemon:
                         self.bfd.service = None
         except Exception as exc:  # the group's ExceptionGroup: any failed task fails closed
             log.critical(
-                "a task failed: withdrawing and exiting", exc_info=exc, extra={"event": "failed"}
+                "a task failed: withdrawing and exiting: %s",
+                _causes(exc),
+                exc_info=exc,
+                extra={"event": "failed"},
             )
             return EXIT_FAILURE
         finally:
@@ -397,3 +400,11 @@ class Daemon:
         if vips:
             return f"announcing {len(vips)}/{len(self.config.vips)} VIP(s); {self.core.reason()}"
         return f"not announcing: {self.core.reason()}"
+
+
+def _causes(error: BaseException) -> str:
+    """What failed, in words: the leaves of an exception group (a journal line may carry no
+    traceback, so the cause must be in the message itself)."""
+    if isinstance(error, BaseExceptionGroup):
+        return "; ".join(_causes(inner) for inner in error.exceptions)
+    return str(error) or type(error).__name__
