@@ -8,7 +8,10 @@
   stopping;
 - a probe that hangs in connection setup (the apiserver's SYNs dropped): the probe ends at
   its own deadline, the node withdraws within fall probes, and the loop that feeds the
-  relay's heartbeat never waits on the stuck connect (ExaBGP is not restarted).
+  relay's heartbeat never waits on the stuck connect (ExaBGP is not restarted);
+- a stopped (SIGSTOP) ExaBGP, whose TCP sessions stay open: it stops answering the liveness
+  check, is killed (r1 drops cp1's path at once, not after its hold time) and restarted, and
+  meanwhile cp1's status does not say it announces.
 """
 
 from __future__ import annotations
@@ -35,13 +38,17 @@ from test_announcer import (
     path_from,
     r1_paths,
     status,
+    wait_fib,
+    with_,
+    without,
 )
 
 from announcer.daemon import ACK_TIMEOUT
 from announcer.lab import netns
 from announcer.lab.fib import Fib, wait_for
 from announcer.lab.topology import Topology
-from announcer.status_protocol import ProbeStatus
+from announcer.liveness import BOUND, INTERVAL
+from announcer.status_protocol import ProbeStatus, StatusSnapshot
 
 topology = test_announcer.topology  # the lab, converged and checked before and after
 
@@ -176,3 +183,42 @@ def test_a_probe_hanging_in_connect_withdraws_within_fall_probes(topology: Topol
     assert probe.latency_ms <= (settings.timeout + 0.5) * 1000  # ended at its deadline
     assert (after.exabgp.pid, after.exabgp.restarts) == (before.pid, before.restarts)
     assert not after.announced
+
+
+def is_exabgp_itself(argv: list[str]) -> bool:
+    return any(Path(arg).name == "exabgp" for arg in argv) and not is_relay(argv)
+
+
+@netns_test
+def test_a_stopped_exabgp_is_killed_within_the_liveness_bound(topology: Topology) -> None:
+    pids = node_processes(topology, "cp1", is_exabgp_itself)
+    assert len(pids) == 1, f"cp1's exabgp: {pids}"
+    proc = netns.process_id(pids[0])
+    assert proc is not None
+    with Fib(topology.netns("r1")) as fib:
+        os.kill(proc.pid, signal.SIGSTOP)  # wedged: its sessions stay open, it answers nothing
+        start = time.monotonic()
+        try:
+            left = wait_fib(fib, without("cp1"), 10.0, start=start)
+        finally:
+            with_pid_gone_ok(proc.pid, signal.SIGCONT)
+        during: list[StatusSnapshot] = []
+        while (snapshot := status(topology, "cp1")).exabgp.link != "connected":
+            during.append(snapshot)
+            assert time.monotonic() - start < RESTORE, "exabgp not back"
+        back = wait_fib(fib, with_("cp1"), RESTORE, start=start)
+    first = during[0] if during else None
+    shown = None if first is None else (first.announced, first.exabgp, first.neighbors[0].state)
+    print(f"exabgp SIGSTOP: cp1 left r1's FIB in {left:.3f} s (bound {INTERVAL + BOUND:g} s "
+          f"+ the kill), back in {back:.2f} s; status while killed: {shown}")  # fmt: skip
+    assert left <= INTERVAL + BOUND + 0.3
+    assert not netns.alive(proc)
+    assert snapshot.exabgp.pid != proc.pid
+    assert during, "the status never showed exabgp killed"
+    assert first is not None and first.exabgp.killed_for == "exabgp did not answer in time"
+    for seen in during:  # the status never takes the word of the killed process
+        assert not seen.announced
+        assert all(n.state != "up" for n in seen.neighbors)
+
+
+RESTORE = 20.0
