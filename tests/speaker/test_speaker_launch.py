@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -143,3 +144,28 @@ def test_a_python_exabgp_runs_non_dumpable_with_its_own_argv(tmp_path: Path) -> 
         return out
 
     assert asyncio.run(run()).decode().split() == ["0", str(script), "server", "conf"]
+
+
+def test_the_launcher_answers_exabgps_fqdn_question_without_the_resolver(
+    tmp_path: Path,
+) -> None:
+    """ExaBGP asks `socket.getfqdn()` at start; through the launcher the answer is the host
+    name, with no lookup that could block for the resolver's timeout."""
+    runtime_dir = tmp_path / "runtime"
+    runtime_dir.mkdir()
+    (runtime_dir / "nodump.py").write_bytes(Path(nodump.__file__).read_bytes())
+    script = tmp_path / "exabgp"
+    script.write_text(
+        f"#!{sys.executable}\nimport socket\n"
+        "socket.gethostbyaddr = None  # any lookup would fail the script\n"
+        "print(socket.getfqdn(), socket.getfqdn('peer'), flush=True)\n"
+    )
+    script.chmod(0o755)
+    account = runtime.Account(name="self", uid=os.getuid(), gid=os.getgid(), switch=False)
+
+    async def run() -> bytes:
+        child = await launch.launch([str(script)], env={}, cwd=runtime_dir, account=account)
+        out, _ = await asyncio.wait_for(child.communicate(), DEADLINE)
+        return out
+
+    assert asyncio.run(run()).decode().split() == [socket.gethostname(), "peer"]
