@@ -5,9 +5,14 @@ run ── status socket, VIPs left by a previous run removed, Speaker (ExaBGP) 
  │     metrics endpoint (if `metrics.listen`: a taken address is logged, not fatal)
  └─ TaskGroup: core     one task: takes events off one bounded queue, feeds them to
                         `announcer.core.step` and carries out the effects (`Executor`);
-                        effects that wait (a command's ack, a probe, the interface, stopping
-                        ExaBGP) run as tasks of this group and come back as events
-               ticker   a Tick every pulse (probes are due, graceful phases end, it beats)
+                        effects that wait (a command's ack, a probe, the served check, the
+                        interface, stopping ExaBGP) run as tasks of this group and come
+                        back as events
+               ticker   a Tick every pulse, and when the core's next probe is due (it
+                        waits for the core to take each Tick: never a backlog of them)
+               crashwatch  an idle connection to the apiserver (`announcer.crashwatch`),
+                        once the probe's TLS files are usable, built again when they
+                        change; its loss is a CrashTriggered event
                vips     VIPs someone removed from the interface, reported as events
                signals  TERM/INT: StopRequested (twice: hurry); HUP: reload
 finally: a clean stop already withdrew, waited and stopped ExaBGP (the core saw to it); any
@@ -27,9 +32,10 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import signal
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -41,10 +47,12 @@ from announcer.config import Config, LoopbackConfig
 from announcer.control import Control
 from announcer.core import CoreState, initial, step
 from announcer.core import events as ev
+from announcer.crashwatch import CrashWatch, Trigger
 from announcer.drainstore import DrainStore
 from announcer.executor import Executor, VipTable
 from announcer.loopback import Loopback, LoopbackError
 from announcer.metrics import Metrics, MetricsServer
+from announcer.served import Served, anyone_serves
 from announcer.signals import SignalQueue
 from announcer.snapshot import build_snapshot
 from announcer.speaker import Backoff, Speaker, SpeakerError
@@ -68,7 +76,7 @@ def _loopback(config: LoopbackConfig) -> VipTable:
 
 @dataclass(frozen=True, kw_only=True)
 class Seams:
-    """What tests replace: time, the interface, ExaBGP's pacing, systemd."""
+    """What tests replace: time, the interface, ExaBGP's pacing, systemd, the served check."""
 
     clock: Clock = field(default_factory=LoopClock)
     wall: Callable[[], float] = time.time
@@ -77,6 +85,9 @@ class Seams:
     python: Path | None = None  # the relay's interpreter
     notify: Callable[[str], bool] = sdnotify.notify
     watchdog: float | None = None  # systemd's watchdog interval, if any
+    serves: Callable[..., Awaitable[Served]] = (
+        anyone_serves  # (addresses, port, *, connect_timeout)
+    )
 
 
 def run_daemon(path: Path, config: Config, *, seams: Seams | None = None) -> int:
@@ -101,6 +112,7 @@ class Daemon:
         self.events: asyncio.Queue[ev.Event | SpeakerFailure] = asyncio.Queue(QUEUE_SIZE)
         self.vips = self.seams.vip_table(config.loopback) if config.loopback.manage else None
         self.checker = ApiserverCheck(config.apiserver, clock=self.clock.now)
+        self.serves = self.seams.serves
         seams = self.seams
         self.speakers = Speakers(
             emit=self._emit, backoff=seams.backoff, clock=self.clock.now, python=seams.python
@@ -134,6 +146,10 @@ class Daemon:
         self._ready = False
         self._stopping = False
         self._status_line = ""
+        self._wake = asyncio.Event()  # the core's next probe time changed
+        self._ticked = asyncio.Event()  # the core took the ticker's Tick
+        self._watch: tuple[object, asyncio.Task[None]] | None = None  # (TLS context, task)
+        self.crash_watch: CrashWatch | None = None
         self.probes = 0
 
     @property
@@ -218,12 +234,13 @@ class Daemon:
         for task in list(self._tasks):
             task.cancel()
 
-    def spawn(self, job: Coroutine[None, None, None], name: str) -> None:
+    def spawn(self, job: Coroutine[None, None, None], name: str) -> asyncio.Task[None]:
         """Run `job` as a task of the daemon's group (its failure fails the daemon)."""
         assert self._group is not None, "no task outside the daemon's group"
         task = self._group.create_task(job, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _shutdown(self) -> None:
         """After a clean stop everything is done; otherwise fail closed: ExaBGP stopped first
@@ -259,8 +276,16 @@ class Daemon:
         self.core, effects = step(before, event, self.clock.now())
         if isinstance(event, ev.ProbeDone):
             self._probed(event, before)
+            self._watch_crashes()
         elif isinstance(event, ev.ExabgpConnected):
             self._connected_once = True
+        elif isinstance(event, ev.Tick):
+            self._ticked.set()
+        if (self.core.next_probe, self.core.probe_started) != (
+            before.next_probe,
+            before.probe_started,
+        ):
+            self._wake.set()
         for effect in effects:
             await self.executor.carry_out(effect)
         self._decided()
@@ -290,10 +315,41 @@ class Daemon:
             future.set_result((ok, text))
 
     async def _ticker(self) -> None:
-        never = asyncio.Event()
+        beat_at = self.clock.now()
         while True:
-            await self.events.put(ev.Tick())
-            await self.clock.wait(never, self.clock.now() + self.pulse)
+            now = self.clock.now()
+            if now >= min(beat_at, self._probe_due()):
+                self._ticked.clear()
+                await self.events.put(ev.Tick())
+                await self._ticked.wait()
+                beat_at = now + self.pulse
+                continue
+            self._wake.clear()
+            await self.clock.wait(self._wake, min(beat_at, self._probe_due()))
+
+    def _probe_due(self) -> float:
+        core = self.core
+        return core.next_probe if core.probe_started is None else math.inf
+
+    def _watch_crashes(self) -> None:
+        """(Re)start the crash watch when the probe's TLS context is new."""
+        context = self.checker.ssl_context
+        if self._watch is not None:
+            if self._watch[0] is context:
+                return
+            self._watch[1].cancel()
+            self._watch = None
+        if context is None or self._group is None:
+            return
+        a = self.config.apiserver
+        watch = CrashWatch(
+            url=a.url, server_name=a.server_name, ssl_context=context, on_trigger=self._crashed
+        )
+        self.crash_watch = watch
+        self._watch = (context, self.spawn(watch.run(), "crashwatch"))
+
+    def _crashed(self, trigger: Trigger) -> None:
+        self._emit(ev.CrashTriggered(trigger.reason))
 
     async def _watch_vips(self) -> None:
         never = asyncio.Event()
