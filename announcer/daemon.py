@@ -38,7 +38,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from announcer import sdnotify
 from announcer.checker import ApiserverCheck
@@ -51,7 +51,6 @@ from announcer.crashwatch import CrashWatch, Trigger
 from announcer.drainstore import DrainStore
 from announcer.executor import Executor, VipTable
 from announcer.loopback import Loopback, LoopbackError
-from announcer.metrics import Metrics, MetricsServer
 from announcer.served import Served, anyone_serves
 from announcer.signals import SignalQueue
 from announcer.snapshot import build_snapshot
@@ -59,6 +58,9 @@ from announcer.speaker import Backoff, Speaker, SpeakerError
 from announcer.speakers import SpeakerFailure, Speakers
 from announcer.status import StatusServer, StatusServerError
 from announcer.status_protocol import StatusSnapshot
+
+if TYPE_CHECKING:  # prometheus_client is imported only when metrics are enabled
+    from announcer.metrics import Metrics, MetricsServer
 
 __all__ = ["ACK_TIMEOUT", "EXIT_FAILURE", "EXIT_OK", "QUEUE_SIZE", "Daemon", "Seams", "run_daemon"]
 
@@ -117,7 +119,7 @@ class Daemon:
         self.speakers = Speakers(
             emit=self._emit, backoff=seams.backoff, clock=self.clock.now, python=seams.python
         )
-        self.metrics = Metrics(snapshot=self.snapshot, exabgp_restarts=self.speakers.restarts)
+        self.metrics: Metrics | None = None
         self.control = Control(
             path=path,
             store=self.store,
@@ -134,8 +136,12 @@ class Daemon:
             on_drain=self.control.drain,
             on_undrain=self.control.undrain,
         )
-        listen = config.metrics.listen
-        self.metrics_server = MetricsServer(self.metrics, listen) if listen else None
+        self.metrics_server: MetricsServer | None = None
+        if (listen := config.metrics.listen) is not None:
+            from announcer.metrics import Metrics, MetricsServer
+
+            self.metrics = Metrics(snapshot=self.snapshot, exabgp_restarts=self.speakers.restarts)
+            self.metrics_server = MetricsServer(self.metrics, listen)
         self.pulse = self.pulse_of(config)
         self.executor = Executor(self, ack_timeout=ACK_TIMEOUT)
         self._clients = itertools.count(1)
@@ -274,10 +280,10 @@ class Daemon:
         """Step the core with `event` and carry out what it asks."""
         before = self.core
         self.core, effects = step(before, event, self.clock.now())
-        if isinstance(event, ev.ProbeDone):
-            self._probed(event, before)
+        if self.core.last_probe is not before.last_probe:  # a probe concluded
+            self._probed(before)
             self._watch_crashes()
-        elif isinstance(event, ev.ExabgpConnected):
+        if isinstance(event, ev.ExabgpConnected):
             self._connected_once = True
         elif isinstance(event, ev.Tick):
             self._ticked.set()
@@ -411,11 +417,13 @@ class Daemon:
             to_wall=lambda since: wall - (now - since),
         )
 
-    def _probed(self, event: ev.ProbeDone, before: CoreState) -> None:
+    def _probed(self, before: CoreState) -> None:
         self.probes += 1
         after = self.core.transitions
         transition = after[-1] if after and after != before.transitions else None
-        self.metrics.record_probe(event.result, transition)
+        result = self.core.last_probe
+        if self.metrics is not None and result is not None:
+            self.metrics.record_probe(result, transition)
 
     def _decided(self) -> None:
         if not self._ready and self._connected_once and self.core.last_probe is not None:
