@@ -81,6 +81,9 @@ class Rtnetlink:
         if sock is not None:
             sock.close()
 
+    def __del__(self) -> None:  # the socket lives as long as its owner, not longer
+        self.close()
+
     def add(
         self,
         address: IPv4Address | IPv6Address,
