@@ -557,3 +557,21 @@ def test_a_crashed_apiserver_is_probed_at_once(base: Path, pki: LabPki) -> None:
                 assert daemon.core.last_probe is not None and not daemon.core.last_probe.ok
 
     asyncio.run(test())
+
+
+def test_a_failed_probe_is_confirmed_at_fast_interval(base: Path, pki: LabPki) -> None:
+    """The loop wakes for the probe the core asks for, not at its next pulse: with a 1 s
+    interval the confirming probe comes `fast_interval` (0.1 s) after the first failure."""
+
+    async def test() -> None:
+        async with world_of(base, pki) as world:
+            world.write(apiserver={"interval": 1.0, "timeout": 0.3, "rise": 1, "fall": 2})
+            async with running(world) as daemon:
+                await until(lambda: announced(world), "announced")
+                await world.apiserver.set_state(State.ETCD_DOWN)
+                await until(lambda: daemon.core.health.state is Health.DOWN, "down")
+                falling, down = daemon.core.transitions[-2:]
+                assert (falling.new, down.new) == (Health.FALLING, Health.DOWN)
+                assert down.at - falling.at < 0.3, down.at - falling.at
+
+    asyncio.run(test())
