@@ -8,9 +8,14 @@ run ── status socket, VIPs left by a previous run removed, Speaker (ExaBGP) 
                         come back as events
                core     one task: takes events off one bounded queue, feeds them to
                         `announcer.core.step` and carries out the effects (`Executor`);
-                        effects that wait (a command's ack, a probe, the interface, stopping
-                        ExaBGP) run as tasks of this group and come back as events
-               ticker   a Tick every pulse (probes are due, graceful phases end, it beats)
+                        effects that wait (a command's ack, a probe, the served check, the
+                        interface, stopping ExaBGP) run as tasks of this group and come
+                        back as events
+               ticker   a Tick every pulse, and when the core's next probe is due (it
+                        waits for the core to take each Tick: never a backlog of them)
+               crashwatch  an idle connection to the apiserver (`announcer.crashwatch`),
+                        once the probe's TLS files are usable, built again when they
+                        change; its loss is a CrashTriggered event
                liveness `version` to ExaBGP when idle; no answer in time: ExabgpSilent
                vips     VIPs someone removed from the interface, reported as events
                signals  TERM/INT: StopRequested (twice: hurry); HUP: reload
@@ -31,12 +36,13 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import signal
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from announcer import sdnotify
 from announcer.bfd import BfdService
@@ -46,18 +52,22 @@ from announcer.config import Config, LoopbackConfig
 from announcer.control import Control
 from announcer.core import CoreState, initial, step
 from announcer.core import events as ev
+from announcer.crashwatch import CrashWatch, Trigger
 from announcer.drainstore import DrainStore
 from announcer.executor import Executor, VipTable
 from announcer.liveness import watch_exabgp
 from announcer.loopback import Loopback, LoopbackError
-from announcer.metrics import Metrics, MetricsServer
 from announcer.neighbor_bfd import NeighborBfd
+from announcer.served import Served, anyone_serves
 from announcer.signals import SignalQueue
 from announcer.snapshot import build_snapshot
 from announcer.speaker import Backoff, Speaker, SpeakerError
 from announcer.speakers import SpeakerFailure, Speakers
 from announcer.status import StatusServer, StatusServerError
 from announcer.status_protocol import StatusSnapshot
+
+if TYPE_CHECKING:  # prometheus_client is imported only when metrics are enabled
+    from announcer.metrics import Metrics, MetricsServer
 
 __all__ = ["ACK_TIMEOUT", "EXIT_FAILURE", "EXIT_OK", "QUEUE_SIZE", "Daemon", "Seams", "run_daemon"]
 
@@ -75,7 +85,7 @@ def _loopback(config: LoopbackConfig) -> VipTable:
 
 @dataclass(frozen=True, kw_only=True)
 class Seams:
-    """What tests replace: time, the interface, ExaBGP's pacing, systemd."""
+    """What tests replace: time, the interface, ExaBGP's pacing, systemd, the served check."""
 
     clock: Clock = field(default_factory=LoopClock)
     wall: Callable[[], float] = time.time
@@ -84,6 +94,9 @@ class Seams:
     python: Path | None = None  # the relay's interpreter
     notify: Callable[[str], bool] = sdnotify.notify
     watchdog: float | None = None  # systemd's watchdog interval, if any
+    serves: Callable[..., Awaitable[Served]] = (
+        anyone_serves  # (addresses, port, *, connect_timeout)
+    )
 
 
 def run_daemon(path: Path, config: Config, *, seams: Seams | None = None) -> int:
@@ -108,16 +121,13 @@ class Daemon:
         self.events: asyncio.Queue[ev.Event | SpeakerFailure] = asyncio.Queue(QUEUE_SIZE)
         self.vips = self.seams.vip_table(config.loopback) if config.loopback.manage else None
         self.checker = ApiserverCheck(config.apiserver, clock=self.clock.now)
+        self.serves = self.seams.serves
         seams = self.seams
         self.speakers = Speakers(
             emit=self._emit, backoff=seams.backoff, clock=self.clock.now, python=seams.python
         )
         self.bfd = NeighborBfd(self._emit)
-        self.metrics = Metrics(
-            snapshot=self.snapshot,
-            exabgp_restarts=self.speakers.restarts,
-            bfd_drops=lambda: self.bfd.service.drops if self.bfd.service is not None else {},
-        )
+        self.metrics: Metrics | None = None
         self.control = Control(
             path=path,
             store=self.store,
@@ -134,8 +144,16 @@ class Daemon:
             on_drain=self.control.drain,
             on_undrain=self.control.undrain,
         )
-        listen = config.metrics.listen
-        self.metrics_server = MetricsServer(self.metrics, listen) if listen else None
+        self.metrics_server: MetricsServer | None = None
+        if (listen := config.metrics.listen) is not None:
+            from announcer.metrics import Metrics, MetricsServer
+
+            self.metrics = Metrics(
+                snapshot=self.snapshot,
+                exabgp_restarts=self.speakers.restarts,
+                bfd_drops=lambda: self.bfd.service.drops if self.bfd.service is not None else {},
+            )
+            self.metrics_server = MetricsServer(self.metrics, listen)
         self.pulse = self.pulse_of(config)
         self.executor = Executor(self, ack_timeout=ACK_TIMEOUT)
         self._clients = itertools.count(1)
@@ -146,6 +164,10 @@ class Daemon:
         self._ready = False
         self._stopping = False
         self._status_line = ""
+        self._wake = asyncio.Event()  # the core's next probe time changed
+        self._ticked = asyncio.Event()  # the core took the ticker's Tick
+        self._watch: tuple[object, asyncio.Task[None]] | None = None  # (TLS context, task)
+        self.crash_watch: CrashWatch | None = None
         self.probes = 0
 
     @property
@@ -240,12 +262,13 @@ class Daemon:
         for task in list(self._tasks):
             task.cancel()
 
-    def spawn(self, job: Coroutine[None, None, None], name: str) -> None:
+    def spawn(self, job: Coroutine[None, None, None], name: str) -> asyncio.Task[None]:
         """Run `job` as a task of the daemon's group (its failure fails the daemon)."""
         assert self._group is not None, "no task outside the daemon's group"
         task = self._group.create_task(job, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _shutdown(self) -> None:
         """After a clean stop everything is done; otherwise fail closed: ExaBGP stopped first
@@ -279,10 +302,18 @@ class Daemon:
         """Step the core with `event` and carry out what it asks."""
         before = self.core
         self.core, effects = step(before, event, self.clock.now())
-        if isinstance(event, ev.ProbeDone):
-            self._probed(event, before)
-        elif isinstance(event, ev.ExabgpConnected):
+        if self.core.last_probe is not before.last_probe:  # a probe concluded
+            self._probed(before)
+            self._watch_crashes()
+        if isinstance(event, ev.ExabgpConnected):
             self._connected_once = True
+        elif isinstance(event, ev.Tick):
+            self._ticked.set()
+        if (self.core.next_probe, self.core.probe_started) != (
+            before.next_probe,
+            before.probe_started,
+        ):
+            self._wake.set()
         for effect in effects:
             await self.executor.carry_out(effect)
         if isinstance(event, ev.Tick | ev.ReloadRequested):
@@ -314,10 +345,41 @@ class Daemon:
             future.set_result((ok, text))
 
     async def _ticker(self) -> None:
-        never = asyncio.Event()
+        beat_at = self.clock.now()
         while True:
-            await self.events.put(ev.Tick())
-            await self.clock.wait(never, self.clock.now() + self.pulse)
+            now = self.clock.now()
+            if now >= min(beat_at, self._probe_due()):
+                self._ticked.clear()
+                await self.events.put(ev.Tick())
+                await self._ticked.wait()
+                beat_at = now + self.pulse
+                continue
+            self._wake.clear()
+            await self.clock.wait(self._wake, min(beat_at, self._probe_due()))
+
+    def _probe_due(self) -> float:
+        core = self.core
+        return core.next_probe if core.probe_started is None else math.inf
+
+    def _watch_crashes(self) -> None:
+        """(Re)start the crash watch when the probe's TLS context is new."""
+        context = self.checker.ssl_context
+        if self._watch is not None:
+            if self._watch[0] is context:
+                return
+            self._watch[1].cancel()
+            self._watch = None
+        if context is None or self._group is None:
+            return
+        a = self.config.apiserver
+        watch = CrashWatch(
+            url=a.url, server_name=a.server_name, ssl_context=context, on_trigger=self._crashed
+        )
+        self.crash_watch = watch
+        self._watch = (context, self.spawn(watch.run(), "crashwatch"))
+
+    def _crashed(self, trigger: Trigger) -> None:
+        self._emit(ev.CrashTriggered(trigger.reason))
 
     async def _watch_vips(self) -> None:
         never = asyncio.Event()
@@ -379,11 +441,13 @@ class Daemon:
             to_wall=lambda since: wall - (now - since),
         )
 
-    def _probed(self, event: ev.ProbeDone, before: CoreState) -> None:
+    def _probed(self, before: CoreState) -> None:
         self.probes += 1
         after = self.core.transitions
         transition = after[-1] if after and after != before.transitions else None
-        self.metrics.record_probe(event.result, transition)
+        result = self.core.last_probe
+        if self.metrics is not None and result is not None:
+            self.metrics.record_probe(result, transition)
 
     def _decided(self) -> None:
         if not self._ready and self._connected_once and self.core.last_probe is not None:

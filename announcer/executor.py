@@ -6,6 +6,7 @@ daemon's group whose outcome comes back to the core as an event:
   `error` -> CommandError, no ack in time or no channel -> CommandLost;
 - `AddVip`/`RemoveVip`: the interface is changed -> VipObserved (or VipFailed);
 - `StartProbe` -> ProbeDone, however long the probe takes (the core stops beating meanwhile);
+- `CheckServed` -> ServedAnswered (`announcer.served.anyone_serves`, within its timeout);
 - `StopExabgp`, `RestartExabgp` -> ExabgpExited once the old process is gone.
 
 Must not: decide anything, or change the core's state except through events.
@@ -16,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Protocol
 
 from announcer.checker import ApiserverCheck
@@ -26,6 +27,7 @@ from announcer.core.effects import (
     Action,
     AddVip,
     Beat,
+    CheckServed,
     Effect,
     Exit,
     KillExabgp,
@@ -39,6 +41,7 @@ from announcer.core.effects import (
 )
 from announcer.loopback import LoopbackError
 from announcer.routes import render_announce, render_withdraw
+from announcer.served import Served
 from announcer.speaker import ChannelClosed
 from announcer.speakers import Speakers
 
@@ -65,13 +68,14 @@ class Shell(Protocol):
     vips: VipTable | None
     checker: ApiserverCheck
     pulse: float
+    serves: Callable[..., Awaitable[Served]]  # `announcer.served.anyone_serves`, or a fake
 
     @property
     def config(self) -> Config: ...
 
     async def put(self, event: ev.Event) -> None: ...
 
-    def spawn(self, job: Coroutine[None, None, None], name: str) -> None: ...
+    def spawn(self, job: Coroutine[None, None, None], name: str) -> object: ...
 
     def answer(self, client: int, ok: bool, text: str) -> None: ...
 
@@ -93,6 +97,8 @@ class Executor:
             shell.spawn(self._remove(effect.vip), "vip-remove")
         elif isinstance(effect, StartProbe):
             shell.spawn(self._probe(), "probe")
+        elif isinstance(effect, CheckServed):
+            shell.spawn(self._served(effect), "served")
         elif isinstance(effect, Beat):
             await self._beat()
         elif isinstance(effect, Reply):
@@ -157,6 +163,11 @@ class Executor:
     async def _probe(self) -> None:
         result = await self._shell.checker.probe()
         await self._shell.put(ev.ProbeDone(result))
+
+    async def _served(self, effect: CheckServed) -> None:
+        serves = self._shell.serves
+        answer = await serves(effect.addresses, effect.port, connect_timeout=effect.timeout)
+        await self._shell.put(ev.ServedAnswered(answer.served, answer.reason))
 
     async def _beat(self) -> None:
         speaker = self._shell.speakers.current

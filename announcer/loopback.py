@@ -1,4 +1,4 @@
-"""The VIPs on the loopback interface: netlink, through pyroute2's asyncio API.
+"""The VIPs on the loopback interface, over rtnetlink (`announcer.rtnetlink`).
 
 It owns adding, removing and looking for a VIP's host address (/32 or /128) on one interface,
 idempotently, and translating netlink's errors once into `LoopbackError`. It must not decide
@@ -13,21 +13,21 @@ VIP over a veth to this one):
 - IPv6 with IFA_F_NODAD: usable at once (bind, receive, source replies), no tentative phase.
 
 To notice someone deleting a VIP by hand, the daemon calls `missing()` on a timer and puts
-back what should be there.
+back what should be there: one dump of the interface's addresses on the one kept socket, a
+few microseconds of the kernel's time and a few `struct` calls of ours.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-from collections.abc import AsyncIterator, Iterable
-from ipaddress import IPv4Network, IPv6Network, ip_address
+import socket
+from collections.abc import Iterable, Iterator
+from ipaddress import IPv4Network, IPv6Network
 from typing import Final
 
-from pyroute2 import AsyncIPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
-from announcer.config.model import IPAddress, VipNetwork
+from announcer.config.model import VipNetwork
+from announcer.rtnetlink import NetlinkError, Rtnetlink
 
 __all__ = ["Loopback", "LoopbackError"]
 
@@ -40,28 +40,35 @@ class LoopbackError(OSError):
 
 
 class Loopback:
-    """The VIPs' host addresses on `interface`, in the calling thread's network namespace.
-
-    Each call opens its own netlink socket: calls are rare (a VIP changes state, or the
-    daemon's periodic `missing()` check), and nothing is left open between them.
-    """
+    """The VIPs' host addresses on `interface`, in the network namespace of the thread that
+    first uses it (its one netlink socket is opened then and kept)."""
 
     def __init__(self, interface: str = "lo") -> None:
         self._interface = interface
+        self._netlink = Rtnetlink()
 
     @property
     def interface(self) -> str:
         return self._interface
 
+    def close(self) -> None:
+        self._netlink.close()
+
     async def ensure_present(self, vip: VipNetwork) -> bool:
         """Add `vip`'s address unless it is there; True if it was added."""
         _check(vip)
-        async with self._netlink(f"add {vip} to") as ipr:
-            index = await self._index(ipr)
+        with self._errors(f"add {vip} to"):
+            scope, flags = (_SCOPE_HOST, 0) if vip.version == 4 else (0, _IFA_F_NODAD)
             try:
-                await ipr.addr("add", index=index, **_attributes(vip))
+                self._netlink.add(
+                    vip.network_address,
+                    vip.prefixlen,
+                    index=self._index(),
+                    scope=scope,
+                    flags=flags,
+                )
             except NetlinkError as exc:
-                if exc.code == errno.EEXIST:
+                if exc.errno == errno.EEXIST:
                     return False
                 raise
         return True
@@ -69,13 +76,11 @@ class Loopback:
     async def ensure_absent(self, vip: VipNetwork) -> bool:
         """Remove `vip`'s address if it is there; True if it was removed."""
         _check(vip)
-        async with self._netlink(f"remove {vip} from") as ipr:
-            index = await self._index(ipr)
-            address = str(vip.network_address)
+        with self._errors(f"remove {vip} from"):
             try:
-                await ipr.addr("del", index=index, address=address, prefixlen=vip.prefixlen)
+                self._netlink.delete(vip.network_address, vip.prefixlen, index=self._index())
             except NetlinkError as exc:
-                if exc.code == errno.EADDRNOTAVAIL:
+                if exc.errno == errno.EADDRNOTAVAIL:
                     return False
                 raise
         return True
@@ -88,53 +93,31 @@ class Loopback:
         wanted = list(vips)
         for vip in wanted:
             _check(vip)
-        async with self._netlink("read the addresses of") as ipr:
-            present = await self._addresses(ipr, await self._index(ipr))
+        with self._errors("read the addresses of"):
+            present = {(a.address, a.prefixlen) for a in self._netlink.dump(self._index())}
         return [vip for vip in wanted if (vip.network_address, vip.prefixlen) not in present]
 
-    @contextlib.asynccontextmanager
-    async def _netlink(self, doing: str) -> AsyncIterator[AsyncIPRoute]:
+    @contextlib.contextmanager
+    def _errors(self, doing: str) -> Iterator[None]:
         try:
-            async with AsyncIPRoute() as ipr:
-                yield ipr
+            yield
         except LoopbackError:
             raise
-        except NetlinkError as exc:
-            reason = errno.errorcode.get(exc.code, str(exc.code))
-            raise LoopbackError(exc.code, f"cannot {doing} {self._interface}: {reason}") from exc
         except OSError as exc:
-            raise LoopbackError(exc.errno, f"cannot {doing} {self._interface}: {exc}") from exc
+            code = exc.errno or errno.EIO
+            reason = errno.errorcode.get(code, str(code))
+            raise LoopbackError(code, f"cannot {doing} {self._interface}: {reason}") from exc
 
-    async def _index(self, ipr: AsyncIPRoute) -> int:
-        found = await ipr.link_lookup(ifname=self._interface)
-        if not found:
-            raise LoopbackError(errno.ENODEV, f"interface {self._interface} does not exist")
-        return int(found[0])
-
-    async def _addresses(self, ipr: AsyncIPRoute, index: int) -> set[tuple[IPAddress, int]]:
-        present: set[tuple[IPAddress, int]] = set()
-        async for message in await ipr.addr("dump", index=index):
-            if int(message["index"]) != index:
-                continue  # older kernels ignore the filter
-            raw = message.get("IFA_LOCAL") or message.get("IFA_ADDRESS")
-            if raw is not None:
-                present.add((ip_address(str(raw)), int(message["prefixlen"])))
-        return present
+    def _index(self) -> int:
+        try:
+            return socket.if_nametoindex(self._interface)
+        except OSError:
+            raise LoopbackError(
+                errno.ENODEV, f"interface {self._interface} does not exist"
+            ) from None
 
 
 def _check(vip: object) -> None:
     # Only host routes ever go on the interface, whatever a caller passes.
     if not isinstance(vip, IPv4Network | IPv6Network) or vip.prefixlen != vip.max_prefixlen:
         raise LoopbackError(errno.EINVAL, f"not a VIP host prefix: {vip!r}")
-
-
-def _attributes(vip: VipNetwork) -> dict[str, object]:
-    attributes: dict[str, object] = {
-        "address": str(vip.network_address),
-        "prefixlen": vip.prefixlen,
-    }
-    if vip.version == 4:
-        attributes["scope"] = _SCOPE_HOST
-    else:
-        attributes["flags"] = _IFA_F_NODAD
-    return attributes

@@ -19,6 +19,7 @@ from announcer.core.effects import (
     Action,
     AddVip,
     Beat,
+    CheckServed,
     Effect,
     Exit,
     KillExabgp,
@@ -72,6 +73,9 @@ class World:
     cfg: Config = dataclasses.field(default_factory=config)
     drained: bool = False
     now: float = 0.0
+    # The answer to a served check, given right after the probe; None: left unanswered.
+    # Served by default: the usual rise and min_healthy apply.
+    served: bool | None = True
 
     def __post_init__(self) -> None:
         self.state: CoreState = initial(self.cfg, drained=self.drained, now=self.now)
@@ -84,6 +88,7 @@ class World:
         self.pending: Send | None = None  # a command ExaBGP has not answered
         self.vip_news: list[ev.VipObserved] = []  # observations the shell will report
         self.probing = False
+        self.served_checks: list[CheckServed] = []
         self.beats = 0
         self.replies: dict[int, list[Reply]] = defaultdict(list)
         self.exited = False
@@ -124,6 +129,8 @@ class World:
             self.pending = None if self.dying else self.pending
         elif isinstance(effect, StartProbe):
             self.probing = True
+        elif isinstance(effect, CheckServed):
+            self.served_checks.append(effect)
         elif isinstance(effect, Beat):
             self.beats += 1
         elif isinstance(effect, Reply):
@@ -181,7 +188,13 @@ class World:
         assert self.probing
         self.probing = False
         at = self.now
+        checks = len(self.served_checks)
         self.feed(ev.ProbeDone(ok(at) if good else failed(at)))
+        if len(self.served_checks) > checks and self.served is not None:
+            self.answer_served(self.served)
+
+    def answer_served(self, served: bool) -> None:
+        self.feed(ev.ServedAnswered(served, "accepted" if served else "timeout"))
 
     def _apply(self, send: Send) -> None:
         if send.action is Action.ANNOUNCE:

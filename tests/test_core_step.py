@@ -14,7 +14,6 @@ from announcer.core import Link, initial, step
 from announcer.core import events as ev
 from announcer.core.effects import Action, AddVip, Beat, Log, RemoveVip, Send, StartProbe
 from announcer.core.exabgp import PARK
-from announcer.core.step import next_deadline
 from announcer.health import Health
 from announcer.lifecycle import Lifecycle
 from announcer.routes import GRACEFUL_SHUTDOWN_COMMUNITY
@@ -224,16 +223,6 @@ def test_new_rise_applies_at_once_when_down_and_waits_when_up() -> None:
 
 
 # -- probes and beats
-
-
-@pytest.mark.parametrize(
-    ("previous", "now", "expected"),
-    [(0.0, 0.5, (1.0, 0)), (0.0, 1.0, (2.0, 1)), (0.0, 3.5, (4.0, 3)), (0.0, 0.0, (1.0, 0))],
-)
-def test_next_deadline_stays_on_the_grid(
-    previous: float, now: float, expected: tuple[float, int]
-) -> None:
-    assert next_deadline(previous, now, 1.0) == expected
 
 
 def test_probes_on_a_drift_free_grid_and_a_late_one_is_logged() -> None:

@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from ipaddress import ip_address
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,7 @@ from announcer.lab.apiserver.states import State
 from announcer.lab.pki import LabPki
 from announcer.lifecycle import Lifecycle
 from announcer.routes import GRACEFUL_SHUTDOWN_COMMUNITY
+from announcer.served import Served
 from announcer.speaker import Backoff
 from announcer.status_client import query, snapshot_from_json
 from announcer.status_protocol import JSONObject, StatusSnapshot
@@ -71,6 +73,8 @@ class World:
     apiserver: FakeApiserver
     vips: FakeVips = field(default_factory=FakeVips)
     notes: list[str] = field(default_factory=list)
+    unserved: bool = False
+    served_checks: int = 0
 
     @property
     def config_file(self) -> Path:
@@ -114,11 +118,17 @@ class World:
     def write(self, **sections: dict[str, object]) -> None:
         self.config_file.write_text(yaml.safe_dump(self.document(**sections)))
 
+    async def serves(self, addresses: object, port: int, *, connect_timeout: float) -> Served:
+        """The served check, without traffic off the host: others serve unless told."""
+        self.served_checks += 1
+        return Served(ip_address("198.51.100.10"), served=not self.unserved, reason="fake")
+
     def daemon(self) -> Daemon:
         seams = Seams(
             vip_table=lambda _: self.vips,
             backoff=Backoff(initial=0.01, maximum=0.05),
             notify=self.note,
+            serves=self.serves,
         )
         return Daemon(self.config_file, load_config(self.config_file), seams=seams)
 
@@ -430,7 +440,12 @@ def test_a_missing_ca_fails_probes_until_it_appears(base: Path, pki: LabPki) -> 
 def test_the_watchdog_is_fed_by_the_decision_loop(base: Path, pki: LabPki) -> None:
     async def test() -> None:
         async with world_of(base, pki) as world:
-            seams = Seams(vip_table=lambda _: world.vips, notify=world.note, watchdog=0.2)
+            seams = Seams(
+                vip_table=lambda _: world.vips,
+                notify=world.note,
+                watchdog=0.2,
+                serves=world.serves,
+            )
             daemon = Daemon(world.config_file, load_config(world.config_file), seams=seams)
             assert daemon.pulse == pytest.approx(0.05)  # a quarter of the watchdog
             async with running(world, daemon):
@@ -449,7 +464,12 @@ def test_a_probe_stuck_past_its_deadline_starves_the_watchdog_and_the_relay(
     async def test() -> None:
         async with world_of(base, pki) as world:
             world.write(exabgp={"heartbeat_timeout": 1.0})
-            seams = Seams(vip_table=lambda _: world.vips, notify=world.note, watchdog=0.2)
+            seams = Seams(
+                vip_table=lambda _: world.vips,
+                notify=world.note,
+                watchdog=0.2,
+                serves=world.serves,
+            )
             daemon = Daemon(world.config_file, load_config(world.config_file), seams=seams)
             async with running(world, daemon):
                 await until(lambda: announced(world), "announced")
@@ -544,5 +564,57 @@ def test_no_task_outlives_the_daemon(base: Path, pki: LabPki) -> None:
             stray = asyncio.all_tasks() - before - {asyncio.current_task()}
             stray = {task for task in stray if not _apiserver_side(task)}
             assert not stray, f"tasks left pending by the daemon: {stray}"
+
+
+def test_nobody_serving_the_vip_announces_at_the_first_success(base: Path, pki: LabPki) -> None:
+    async def test() -> None:
+        async with world_of(base, pki) as world:
+            world.unserved = True
+            async with running(world):
+                await until(lambda: announced(world), "announced")
+                snapshot = await world.status()
+                assert [t.new for t in snapshot.transitions] == ["up"]
+                assert world.served_checks == 1
+
+    asyncio.run(test())
+
+
+def test_a_crashed_apiserver_is_probed_at_once(base: Path, pki: LabPki) -> None:
+    """A long interval: only the crash watch can explain a probe within a fraction of it."""
+
+    async def test() -> None:
+        async with world_of(base, pki) as world:
+            world.write(apiserver={"interval": 5.0, "timeout": 0.3, "rise": 1})
+            async with running(world) as daemon:
+                await until(lambda: announced(world), "announced")
+
+                def watching() -> bool:
+                    return daemon.crash_watch is not None and daemon.crash_watch.connected
+
+                await until(watching, "the crash watch connected")
+                probes = daemon.probes
+                crashed = time.monotonic()
+                await world.apiserver.set_state(State.CRASH)
+                await until(lambda: daemon.probes > probes, "a probe after the crash")
+                assert time.monotonic() - crashed < 2.0
+                assert daemon.core.last_probe is not None and not daemon.core.last_probe.ok
+
+    asyncio.run(test())
+
+
+def test_a_failed_probe_is_confirmed_at_fast_interval(base: Path, pki: LabPki) -> None:
+    """The loop wakes for the probe the core asks for, not at its next pulse: with a 1 s
+    interval the confirming probe comes `fast_interval` (0.1 s) after the first failure."""
+
+    async def test() -> None:
+        async with world_of(base, pki) as world:
+            world.write(apiserver={"interval": 1.0, "timeout": 0.3, "rise": 1, "fall": 2})
+            async with running(world) as daemon:
+                await until(lambda: announced(world), "announced")
+                await world.apiserver.set_state(State.ETCD_DOWN)
+                await until(lambda: daemon.core.health.state is Health.DOWN, "down")
+                falling, down = daemon.core.transitions[-2:]
+                assert (falling.new, down.new) == (Health.FALLING, Health.DOWN)
+                assert down.at - falling.at < 0.3, down.at - falling.at
 
     asyncio.run(test())

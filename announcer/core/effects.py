@@ -15,13 +15,14 @@ import enum
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
-from announcer.config.model import VipNetwork
+from announcer.config.model import IPAddress, VipNetwork
 from announcer.routes import Route
 
 __all__ = [
     "Action",
     "AddVip",
     "Beat",
+    "CheckServed",
     "Effect",
     "Exit",
     "KillExabgp",
@@ -82,6 +83,16 @@ class StartProbe:
 
 
 @dataclass(frozen=True, slots=True)
+class CheckServed:
+    """Ask whether anyone serves the VIP (`announcer.served.anyone_serves`) at `addresses`,
+    `port`, within `timeout` seconds; answer with `ServedAnswered`."""
+
+    addresses: tuple[IPAddress, ...]
+    port: int
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
 class Beat:
     """The loop is alive: feed the relay's heartbeat and systemd's watchdog."""
 
@@ -115,6 +126,7 @@ Effect: TypeAlias = (
     | StopExabgp
     | RestartExabgp
     | StartProbe
+    | CheckServed
     | Beat
     | Reply
     | Log

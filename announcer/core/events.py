@@ -21,6 +21,7 @@ __all__ = [
     "CommandDone",
     "CommandError",
     "CommandLost",
+    "CrashTriggered",
     "DrainRequested",
     "Event",
     "ExabgpConnected",
@@ -29,6 +30,7 @@ __all__ = [
     "ExabgpSilent",
     "ProbeDone",
     "ReloadRequested",
+    "ServedAnswered",
     "StopRequested",
     "Tick",
     "UndrainRequested",
@@ -45,6 +47,22 @@ class Tick:
 @dataclass(frozen=True, slots=True)
 class ProbeDone:
     result: ProbeResult
+
+
+@dataclass(frozen=True, slots=True)
+class CrashTriggered:
+    """The connection held open to the apiserver ended and a new one was not accepted: the
+    process may be gone, so probe at once (`announcer.crashwatch`)."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ServedAnswered:
+    """The answer to `CheckServed`: whether some node accepts connections at the VIP."""
+
+    served: bool
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +166,8 @@ class VipFailed:
 Event: TypeAlias = (
     Tick
     | ProbeDone
+    | CrashTriggered
+    | ServedAnswered
     | DrainRequested
     | UndrainRequested
     | StopRequested

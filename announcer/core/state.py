@@ -108,7 +108,9 @@ class CoreState:
     waiters: list[Waiter] = field(default_factory=list)
     stop_clients: list[int] = field(default_factory=list)
     probe_started: float | None = None
-    next_probe: float = 0.0
+    next_probe: float = 0.0  # when the next probe is due (`announcer.core.probing`)
+    probe_again: bool = False  # a crash trigger came during a probe: probe once it ends
+    awaiting_served: ProbeResult | None = None  # a success held until `ServedAnswered`
     last_probe: ProbeResult | None = None
     transitions: tuple[Transition, ...] = ()
     announcing: frozenset[VipNetwork] = frozenset()  # VIPs whose routes are desired

@@ -12,8 +12,8 @@ than `drain.delay`); a second stop hurries: withdrawn at once, ExaBGP killed if 
 announce. `drain --wait` is answered "withdrawn" only when nothing is exposed and the node is
 drained; a stop or undrain first gets an error answer.
 
-The beat proves this loop is alive: it is emitted on a tick, unless a probe has been running
-past `probe_bound` (then the relay's heartbeat lapses and ExaBGP is killed, fail closed).
+Probing (ticks, probes, crash triggers, the served check, the beat) is
+`announcer.core.probing`.
 
 Must not: do I/O, read a clock, or keep anything outside the returned state.
 """
@@ -21,18 +21,18 @@ Must not: do I/O, read a clock, or keep anything outside the returned state.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
 from typing import Final
 
-from announcer.core import bfd, exabgp, vips
-from announcer.core.effects import Beat, Effect, Exit, Log, Reply, RestartExabgp, StartProbe
+from announcer.core import bfd, exabgp, probing, vips
+from announcer.core.effects import Effect, Exit, Log, Reply, RestartExabgp
 from announcer.core.effects import StopExabgp as StopExabgpEffect
 from announcer.core.events import (
     BfdChanged,
     CommandDone,
     CommandError,
     CommandLost,
+    CrashTriggered,
     DrainRequested,
     Event,
     ExabgpConnected,
@@ -41,23 +41,21 @@ from announcer.core.events import (
     ExabgpSilent,
     ProbeDone,
     ReloadRequested,
+    ServedAnswered,
     StopRequested,
     Tick,
     UndrainRequested,
     VipFailed,
     VipObserved,
 )
-from announcer.core.state import HISTORY, CoreState, Link, Waiter, health_settings
+from announcer.core.state import CoreState, Link, Waiter, health_settings
 from announcer.health import Health, HealthMachine
 from announcer.lifecycle import Lifecycle
 
-__all__ = ["CONFIRM_TIMEOUT", "PROBE_GRACE", "next_deadline", "probe_bound", "step"]
+__all__ = ["CONFIRM_TIMEOUT", "step"]
 
 # How long `drain --wait` may wait for acknowledgements after the graceful phase.
 CONFIRM_TIMEOUT: Final = 5.0
-# A probe makes at most two requests of `apiserver.timeout` each; past that and this much
-# more it is stuck outside its deadline.
-PROBE_GRACE: Final = 1.0
 _GRACEFUL: Final = {Lifecycle.DRAINING: Lifecycle.DRAINED, Lifecycle.STOPPING: Lifecycle.STOPPED}
 _STOPPING: Final = (Lifecycle.STOPPING, Lifecycle.STOPPED)
 
@@ -78,21 +76,6 @@ def _after_exit(event: Event, out: list[Effect]) -> None:
     client = getattr(event, "client", None)
     if client is not None:
         out.append(Reply(client, isinstance(event, StopRequested), "stopped"))
-
-
-def probe_bound(s: CoreState) -> float:
-    return 2 * s.config.apiserver.timeout + PROBE_GRACE
-
-
-def next_deadline(previous: float, now: float, interval: float) -> tuple[float, int]:
-    """The first deadline on the grid `previous + k * interval` (k >= 1) after `now`, and
-    how many grid points were skipped to get there."""
-    steps = max(1, math.floor((now - previous) / interval) + 1)
-    deadline = previous + steps * interval
-    while deadline <= now:  # float rounding at an exact multiple
-        steps += 1
-        deadline = previous + steps * interval
-    return deadline, steps - 1
 
 
 # -- the settling pass
@@ -185,43 +168,6 @@ def _finish_stop(s: CoreState, out: list[Effect]) -> None:
 
 
 # -- the events
-
-
-def _tick(s: CoreState, _e: Tick, now: float, out: list[Effect]) -> None:
-    started = s.probe_started
-    if started is None and now >= s.next_probe and not s.exited:
-        s.probe_started = now
-        out.append(StartProbe())
-    if started is None or now - started <= probe_bound(s):
-        out.append(Beat())
-    elif now - started - probe_bound(s) < s.config.apiserver.interval:
-        out.append(Log(logging.ERROR, "probe stuck past its deadline: not beating"))
-    vips.place(s, out, retry=True)
-
-
-def _probed(s: CoreState, e: ProbeDone, now: float, out: list[Effect]) -> None:
-    if s.probe_started is None:
-        return
-    s.probe_started = None
-    interval = s.config.apiserver.interval
-    s.next_probe, skipped = next_deadline(s.next_probe, now, interval)
-    if skipped:
-        out.append(Log(logging.WARNING, f"decision loop fell behind: skipped {skipped} tick(s)"))
-    s.last_probe = e.result
-    transition = s.health.observe(e.result, now)
-    if transition is not None:
-        s.transitions = (*s.transitions, transition)[-HISTORY:]
-        message = f"health {transition.old.value} -> {transition.new.value} ({transition.reason})"
-        fields = (
-            ("event", "transition"),
-            ("old", transition.old.value),
-            ("new", transition.new.value),
-            ("reason", transition.reason),
-        )
-        out.append(Log(logging.INFO, message, fields))
-    if s.pending_settings is not None and s.health.state is Health.DOWN:
-        s.settings, s.pending_settings = s.pending_settings, None
-        s.health = HealthMachine(s.settings, now=now)
 
 
 def _drain(s: CoreState, e: DrainRequested, now: float, out: list[Effect]) -> None:
@@ -335,8 +281,10 @@ def _bfd(s: CoreState, e: BfdChanged, now: float, out: list[Effect]) -> None:
 
 
 _HANDLERS: Final[dict[type[Event], Callable[..., None]]] = {
-    Tick: _tick,
-    ProbeDone: _probed,
+    Tick: probing.tick,
+    ProbeDone: probing.probed,
+    CrashTriggered: probing.crashed,
+    ServedAnswered: probing.served,
     DrainRequested: _drain,
     UndrainRequested: _undrain,
     StopRequested: _stop,

@@ -227,13 +227,15 @@ def bootstrap(tuning: Tuning, first: str = "cp2") -> tuple[Step, ...]:
     )
     ready = Step(
         title=f"{first}'s apiserver is ready",
-        explain=f"announcer on {first} announces the VIP after {tuning.rise} good probes and "
-        f"{tuning.min_healthy:g} s of health; from then on kubeadm, the kubelets and "
-        "everyone else reach the cluster through the VIP, which this node alone serves.",
+        explain=f"Nobody serves the VIP yet, so announcer on {first} announces it at the "
+        "first healthy answer (any healthy apiserver beats none; the nodes that join later "
+        f"wait {tuning.rise} good probes and {tuning.min_healthy:g} s of health). From then "
+        "on kubeadm, the kubelets and everyone else reach the cluster through the VIP, which "
+        "this node alone serves.",
         serving=frozenset({first}),
         action=SetApiserver(first, "ready"),
         did=f"{first}'s apiserver answered /readyz with 200",
-        events=(_joins(first, tuning, again=False),),
+        events=(_first_joins(first, tuning),),
     )
     join = Step(
         title=f"kubeadm join --control-plane on {_names(others)}",
@@ -249,6 +251,12 @@ def bootstrap(tuning: Tuning, first: str = "cp2") -> tuple[Step, ...]:
 
 def _names(nodes: Sequence[str]) -> str:
     return " and ".join(nodes)
+
+
+def _first_joins(node: str, tuning: Tuning) -> Joins:
+    # Nobody serves: the first good probe (at most an interval after the action) and the
+    # served check (under an interval) announce.
+    return Joins(node, 2 * tuning.interval + MARGIN, not_before=0.0, again=False)
 
 
 def _joins(node: str, tuning: Tuning, *, again: bool = True) -> Joins:

@@ -219,7 +219,7 @@ def test_curl_output_is_read_per_connection() -> None:
 def test_the_cold_start_is_told_and_each_node_joins_when_ready() -> None:
     clock = FakeClock()
     reactions = {
-        ("cp2", "ready"): [(2.2, join("cp2"))],
+        ("cp2", "ready"): [(0.2, join("cp2"))],
         ("cp1", "ready"): [(2.3, join("cp1"))],
         ("cp3", "ready"): [(2.5, join("cp3"))],
     }
@@ -233,7 +233,7 @@ def test_the_cold_start_is_told_and_each_node_joins_when_ready() -> None:
     assert "1. A brand-new cluster: kubeadm init on cp2\n" in output
     assert "   $ announcer lab apiserver cp2 starting\n" in output
     assert "   r1's FIB:  nobody (IPv4 and IPv6)\n" in output
-    assert "   + 2.20 s  r1 sends VIP traffic to cp2\n" in output
+    assert "   + 0.20 s  r1 sends VIP traffic to cp2\n" in output
     assert "   r1's FIB:  cp2 (IPv4 and IPv6)\n" in output
     assert "3. kubeadm join --control-plane on cp1 and cp3\n" in output
     assert "   + 2.50 s  r1 sends VIP traffic to cp3\n" in output
@@ -247,11 +247,17 @@ def test_a_cold_start_that_announces_before_anything_is_ready_is_a_failure() -> 
     clock = FakeClock()
     lab = ScriptedLab(clock, {})
     lab.fib = set()
-    hasty = {("cp2", "ready"): [(0.4, join("cp2"))]}
-    lab.reactions = hasty
+    hasty = {("cp1", "ready"): [(0.4, join("cp1"))]}  # cp2 serves: cp1 must wait
+    lab.reactions = {("cp2", "ready"): [(0.2, join("cp2"))], **hasty}
     player = Player(lab, Narrator(io.StringIO(), tty=False), clock=clock, sleep=clock.sleep)
-    with pytest.raises(Missed, match=r"cp2 after 0\.40 s, sooner than .* allow \(2 s\)"):
-        player.play(bootstrap(TUNING)[:2])
+    with pytest.raises(Missed, match=r"cp1 after 0\.40 s, sooner than .* allow \(2 s\)"):
+        player.play(bootstrap(TUNING))
+
+
+def test_the_first_node_of_a_cold_start_joins_at_its_first_healthy_answer() -> None:
+    (joins,) = bootstrap(TUNING)[1].events
+    assert isinstance(joins, Joins)
+    assert (joins.not_before, joins.within) == (0.0, pytest.approx(2 * 0.4 + 2.0))
 
 
 def test_joins_bounds_follow_the_configuration() -> None:
