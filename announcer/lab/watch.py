@@ -5,8 +5,10 @@ router's namespace (pyroute2's namespace socket helper) and bound to the IPv4 an
 groups and the nexthop-object group. Each datagram is stamped with `time.monotonic()` when it
 is read, so fault times taken in the injecting process compare directly. For each watched
 prefix it keeps the history of its nexthop sets (`FibChange`, one entry per distinct set);
-any other route learned over BGP, or through a gateway of `foreign_gateways`, is noted as a
-`ForeignRoute` (nothing but the VIPs may come from a control-plane node).
+any other route learned over BGP (unless `bgp_is_foreign` is false: a leaf learns the
+client's subnet from the spine), or through a gateway of `foreign_gateways`, is noted as a
+`ForeignRoute` (nothing but the VIPs may come from a control-plane node). Several watchers
+may share one `condition`, so one wait covers every router (`watchset`).
 
 FRR installs routes through kernel nexthop objects. With `net.ipv4.nexthop_compat_mode` = 1
 (the default) route notifications still carry the expanded gateways, so the state is read
@@ -80,11 +82,14 @@ class FibWatcher:
         prefixes: Iterable[IPNetwork],
         *,
         foreign_gateways: Iterable[IPAddress] = (),
+        bgp_is_foreign: bool = True,
+        condition: threading.Condition | None = None,
     ) -> None:
         self.netns = netns
         self.prefixes = tuple(prefixes)
         self._foreign_gateways = frozenset(foreign_gateways)
-        self._cond = threading.Condition()
+        self._bgp_is_foreign = bgp_is_foreign
+        self._cond = condition or threading.Condition()
         self._history: dict[IPNetwork, list[FibChange]] = {p: [] for p in self.prefixes}
         self._foreign: list[ForeignRoute] = []
         self._error: BaseException | None = None
@@ -136,6 +141,10 @@ class FibWatcher:
     def foreign(self) -> tuple[ForeignRoute, ...]:
         with self._cond:
             return tuple(self._foreign)
+
+    def histories(self) -> list[tuple[FibChange, ...]]:
+        """One history per watched prefix: what a node's presence is read from."""
+        return [self.history(prefix) for prefix in self.prefixes]
 
     def wait(self, predicate: Callable[[], bool], timeout: float) -> bool:
         """Block until `predicate()` (called under the watcher's lock, after every change)
@@ -196,7 +205,7 @@ class FibWatcher:
         if prefix in self._history:
             self._record(prefix, frozenset() if kind == RTM_DELROUTE else gateways, at)
             return True
-        bgp = get("proto") == RTPROT_BGP
+        bgp = self._bgp_is_foreign and get("proto") == RTPROT_BGP
         if kind == RTM_NEWROUTE and (bgp or gateways & self._foreign_gateways):
             with self._cond:
                 self._foreign.append(ForeignRoute(at, str(prefix), gateways))
