@@ -213,6 +213,9 @@ class Trial:
 
     def restore(self) -> None:
         """Undo whatever a fault left, wait for the clean state, expect everyone in."""
+        for router in realiser.nodes_with_role(self.topology, realiser.ROUTER):
+            if faults.router_is_down(self.topology, router):
+                faults.router_up(self.topology, router)
         for node in self.nodes:
             self._undo(node)
         deadline = time.monotonic() + RESTORE_TIMEOUT

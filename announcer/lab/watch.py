@@ -51,6 +51,7 @@ RTM_NEWNEXTHOP, RTM_DELNEXTHOP = 104, 105
 RTPROT_BGP = 186
 _SOL_NETLINK, _NETLINK_ADD_MEMBERSHIP = 270, 1
 _MAIN_TABLE = 254
+_LINK_SCOPE = 253
 _RCVBUF = 4 << 20
 _START_TIMEOUT = 10.0
 
@@ -245,9 +246,12 @@ def _gateways(get: Callable[..., object]) -> frozenset[IPAddress]:
     return frozenset(found)
 
 
-def interface_addresses(netns: str, *, exclude: Sequence[str] = ("lo",)) -> frozenset[IPAddress]:
-    """Global addresses of `netns`'s interfaces but `exclude`: what a router sees as the
-    node's gateway addresses (the VIPs on `lo` are not)."""
+def interface_addresses(
+    netns: str, *, exclude: Sequence[str] = ("lo",), link_local: bool = False
+) -> frozenset[IPAddress]:
+    """Global addresses (and link-local ones with `link_local`) of `netns`'s interfaces but
+    `exclude`: what a router sees as the node's gateway addresses (the VIPs on `lo` are not;
+    a spine routes IPv6 through a leaf's link-local address)."""
     from pyroute2 import IPRoute
 
     try:
@@ -256,7 +260,8 @@ def interface_addresses(netns: str, *, exclude: Sequence[str] = ("lo",)) -> froz
             return frozenset(
                 ip_address(addr.get("IFA_ADDRESS"))
                 for addr in ipr.get_addr()
-                if names.get(addr["index"]) not in exclude and addr["scope"] == 0
+                if names.get(addr["index"]) not in exclude
+                and (addr["scope"] == 0 or (link_local and addr["scope"] == _LINK_SCOPE))
             )
     except OSError as exc:
         raise LabError(f"cannot read the addresses of {netns}: {exc}") from exc
