@@ -18,9 +18,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from announcer.lab import faults, realiser, routers
+from announcer.lab import faults, realiser, routers, runner
+from announcer.lab.bench.phase import Phase
+from announcer.lab.bench.scenarios import Plan, readyz
+from announcer.lab.bench.systems import by_name
 from announcer.lab.cli import lab as lab_cli
 from announcer.lab.fib import wait_for
+from announcer.lab.matrix_dual import DUAL_FAULTS
 from announcer.lab.topology import Topology, load_topology
 from announcer.lab.trial import Trial
 from announcer.lab.watch import FibChange
@@ -147,3 +151,34 @@ def test_the_trial_reads_every_leaf(dual: Topology) -> None:
 
 def _env() -> dict[str, str]:
     return {"ANNOUNCER_LAB_NAME": LAB_NAME}
+
+
+@pytest.mark.netns
+def test_the_dual_homed_fault_rows(dual: Topology) -> None:
+    """`announcer lab faults --topology dual-homed.clab.yml`'s own rows: leaf1 fails (the spine
+    stops using it within its BFD time; every node stays in leaf2), leaf1's bfdd restarted
+    (the spine keeps a path), the uplink cut (skipped, said so, until the daemon runs BFD)."""
+    chosen = runner.fitting(dual, runner.CATALOGUE)
+    assert "link silently dropping" not in {f.name for f in chosen}
+    outcomes = runner.run_faults(dual, DUAL_FAULTS, say=print)
+    print(runner.render_table(outcomes, width=0))
+    for outcome in outcomes:
+        assert outcome.ok, f"{outcome.fault}: {outcome.measured}"
+    uplink = next(o for o in outcomes if o.fault.startswith("uplink cut"))
+    daemons_run_bfd = all("bfd" in (faults.status(dual, n, timeout=2.0) or {}) for n in NODES)
+    assert bool(uplink.skipped) != daemons_run_bfd, uplink.measured
+
+
+@pytest.mark.netns
+def test_the_benchmark_times_out_of_every_leaf(dual: Topology) -> None:
+    """The benchmark's phase on the dual-homed lab: readyz-failure and recovery, timed from
+    the fault to out of (back in) both leaves' FIBs, for announcer."""
+    (system,) = by_name(["announcer"])
+    with Phase(dual, system) as phase:
+        assert phase.all_in(30.0)
+        failure, recovery = readyz(phase, Plan.quick(seed=1))
+        violations = phase.violations()
+    print("readyz-failure", failure.samples, "recovery", recovery.samples)
+    assert failure.samples and all(s is not None and s < 2.0 for s in failure.samples)
+    assert recovery.samples and all(s is not None for s in recovery.samples)
+    assert violations == []

@@ -95,7 +95,7 @@ def _run_system(
     results.settings[system.name] = systems.settings(system, topology, nodes[0])
     with Phase(topology, system) as phase:
         if not phase.all_in(scenarios.RESTORE_TIMEOUT):
-            raise BenchError(f"{system.name}: the nodes did not all get into r1's FIB")
+            raise BenchError(f"{system.name}: the nodes did not all get into the routers' FIBs")
         for scenario, measure in _steps(plan, raw / system.name):
             t0 = time.monotonic()
             for name, result in measure(phase).items():
