@@ -23,6 +23,7 @@ from collections.abc import Callable
 from announcer.lab import faults, frr, matrix, timeline
 from announcer.lab.bounds import GAP, MARGIN, SESSION_BACK
 from announcer.lab.fib import IPAddress
+from announcer.lab.netns import LabError
 from announcer.lab.patterns import DUAL_HOMED, Fault, Run, back, now, wait_for
 from announcer.lab.trial import Finding, Trial, timed
 from announcer.lab.watch import FibWatcher, interface_addresses
@@ -76,6 +77,16 @@ def never_without(t: Trial, router: str, gateways: frozenset[IPAddress], since: 
 def leaf_gateways(t: Trial, router: str) -> frozenset[IPAddress]:
     """Every address of `router`'s links, link-local too: what the spine routes through."""
     return interface_addresses(t.topology.netns(router), link_local=True)
+
+
+def spine_bfd_up(t: Trial) -> bool:
+    """Whether leaf1's bfdd has its sessions with the spine up (False while it starts)."""
+    try:
+        peers = frr.bfd_peers(t.topology.netns(LEAF))
+    except LabError:  # its vty not there yet
+        return False
+    spine = {str(a) for a in interface_addresses(t.topology.netns(SPINE))}
+    return any(p.status == "up" for p in peers if p.address in spine)
 
 
 def free_all(t: Trial, why: str) -> float:
@@ -137,11 +148,7 @@ def bfdd_restarted(t: Trial, node: str) -> list[Finding]:
     other = leaf_gateways(t, OTHER)
     t0 = free_all(t, "bfdd restart")
     faults.restart_frr_daemon(t.topology, LEAF, "bfdd")
-    pathspace = t.topology.netns(LEAF)
-    spine_up = lambda: any(  # noqa: E731
-        p.status == "up" for p in frr.bfd_peers(pathspace) if p.address.startswith("192.0.2.33")
-    )
-    took = wait_for(spine_up, SESSION_BACK)
+    took = wait_for(lambda: spine_bfd_up(t), SESSION_BACK)
     found = [timed(f"{LEAF}'s BFD with the {SPINE} up", took, SESSION_BACK)]
     t.watcher.wait(lambda: False, OBSERVED)
     found.append(never_without(t, SPINE, other, t0))

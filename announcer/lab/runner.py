@@ -25,7 +25,7 @@ from pathlib import Path
 
 import click
 
-from announcer.lab import realiser, routers
+from announcer.lab import faults, realiser, routers
 from announcer.lab.cli import default_topology, lab, topology_option
 from announcer.lab.matrix import FAULTS
 from announcer.lab.matrix_dual import DUAL_FAULTS
@@ -94,8 +94,9 @@ CATALOGUE = [*FAULTS, *DUAL_FAULTS]
 
 
 def without_bfd(trial: Trial) -> list[str]:
-    """The nodes whose daemon's status has no `bfd` member (it runs no BFD)."""
-    return [node for node in trial.nodes if "bfd" not in trial.status(node)]
+    """The nodes whose daemon's status has no `bfd` member (it runs no BFD, or is silent)."""
+    said = {node: faults.status(trial.topology, node, timeout=2.0) for node in trial.nodes}
+    return [node for node, status in said.items() if status is None or "bfd" not in status]
 
 
 def fitting(topology: Topology, chosen: Sequence[Fault]) -> list[Fault]:
