@@ -266,8 +266,17 @@ def _replace_in_record(topology: Topology, node: str, pid: int) -> None:
 # ---- network --------------------------------------------------------------------------------
 
 
-def drop_link(topology: Topology, node: str, *, undo: bool = False) -> None:
-    """Silently drop everything on `node`'s uplink (both directions, IPv4 and IPv6)."""
+def drop_uplinks(topology: Topology, node: str, *, undo: bool = False) -> None:
+    """`drop_link` on every link of `node` (one in the simple lab, both uplinks when
+    dual-homed): the node falls silent to every router."""
+    ends = [end for link in topology.links for end in (link.a, link.b) if end.node == node]
+    for end in ends:
+        drop_link(topology, node, undo=undo, link=end.interface)
+
+
+def drop_link(topology: Topology, node: str, *, undo: bool = False, link: str = _LINK) -> None:
+    """Silently drop everything on `node`'s uplink `link` (both directions, IPv4 and IPv6;
+    eth1: its only one in the simple lab, the one to leaf1 in the dual-homed lab)."""
     action = "-D" if undo else "-I"
     for tool in ("iptables", "ip6tables"):
         for chain, side in (("INPUT", "-i"), ("OUTPUT", "-o")):
@@ -281,7 +290,7 @@ def drop_link(topology: Topology, node: str, *, undo: bool = False) -> None:
                 action,
                 chain,
                 side,
-                _LINK,
+                link,
                 "-j",
                 "DROP",
             ]

@@ -234,7 +234,7 @@ class Trial:
             if faults.find(self.topology, node, role) is not None:
                 faults.send(self.topology, node, role, signal.SIGCONT)
         if faults.link_dropped(self.topology, node):
-            faults.drop_link(self.topology, node, undo=True)
+            faults.drop_uplinks(self.topology, node, undo=True)
         ca = faults.host_path(self.topology, node, _KUBE_PKI) / "ca.crt"
         if ca.read_bytes() != (self.topology.lab_dir / "pki" / "ca.crt").read_bytes():
             faults.swap_ca(self.topology, node, wrong=False)
