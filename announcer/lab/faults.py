@@ -5,7 +5,7 @@ a node's network namespace (`ip netns pids`, then `/proc/PID/cmdline`) and signa
 link is cut with iptables DROP rules on the node's side inside its namespace (in the
 dual-homed lab eth1 is the node's uplink to leaf1: an uplink cut); the edge routers (r1, or
 both leaves) are poked with vtysh or by restarting their bgpd, a router's bfdd is restarted,
-and a router fails whole (`router_down`: its daemons killed, its links down); commands run
+and a router fails whole (`router_down`: its links silent, its daemons killed); commands run
 inside a node the way `announcer lab exec` runs them. Every function returns once its action
 is done, so the caller's `time.monotonic()` taken just before the call is the fault's time.
 
@@ -353,54 +353,53 @@ def restart_frr_daemon(topology: Topology, name: str, daemon: str) -> None:
 
 
 def router_down(topology: Topology, name: str) -> None:
-    """Router `name` fails: every FRR daemon of it SIGKILLed, then every link of it down
-    (its neighbors lose carrier, as on a switch that loses power)."""
+    """Router `name` fails silently: every packet in, out and through each of its links
+    dropped (no carrier loss, so its neighbors can only notice by BFD or the hold time),
+    then every FRR daemon of it SIGKILLed (nothing it says on the way out gets through)."""
     pathspace = topology.netns(name)
+    _drop_router(topology, name, "-I")
     for pid_file in sorted(frr.run_dir(pathspace).glob("*.pid")):
         try:
             kill(int(pid_file.read_text().strip()), signal.SIGKILL)
         except (OSError, ValueError, FaultError):
             continue  # not running: down already
-    for interface in _interfaces(topology, name):
-        _ip(pathspace, "link", "set", interface, "down")
 
 
 def router_up(topology: Topology, name: str) -> None:
-    """Undo `router_down`: its links up, its FRR daemons started as `lab up` starts them."""
+    """Undo `router_down`: its links pass traffic again, its FRR daemons start as at `lab up`."""
     pathspace = topology.netns(name)
-    for interface in _interfaces(topology, name):
-        _ip(pathspace, "link", "set", interface, "up")
+    _drop_router(topology, name, "-D")
     daemons_file = host_path(topology, name, PurePosixPath("/etc/frr/daemons"))
     config = host_path(topology, name, PurePosixPath("/etc/frr/frr.conf"))
     daemons = frr.parse_daemons(daemons_file.read_text())
     log_dir = topology.node_dir(name) / "log"
-    for pid in frr.start_daemons(
-        pathspace, daemons=daemons, config=config, log_dir=log_dir
-    ).values():
+    started = frr.start_daemons(pathspace, daemons=daemons, config=config, log_dir=log_dir)
+    for pid in started.values():
         _replace_in_record(topology, name, pid)
 
 
 def router_is_down(topology: Topology, name: str) -> bool:
-    """Whether one of router `name`'s links is down (a `router_down` not undone)."""
-    argv = ["ip", "-n", topology.netns(name), "-o", "link", "show"]
-    out = subprocess.run(argv, capture_output=True, text=True, check=False).stdout
-    wanted = set(_interfaces(topology, name))
-    return any(
-        line.split()[1].split("@")[0].rstrip(":") in wanted and "state DOWN" in line
-        for line in out.splitlines()
-        if len(line.split()) > 1
-    )
+    """Whether router `name` still drops what passes through it (a `router_down` not undone)."""
+    argv = ["ip", "netns", "exec", topology.netns(name), "iptables", "-w", "-S", "FORWARD"]
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    return "-j DROP" in result.stdout
+
+
+def _drop_router(topology: Topology, name: str, action: str) -> None:
+    rules = (("INPUT", "-i"), ("OUTPUT", "-o"), ("FORWARD", "-i"))
+    for tool in ("iptables", "ip6tables"):
+        for interface in _interfaces(topology, name):
+            for chain, side in rules:
+                argv = [tool, "-w", action, chain, side, interface, "-j", "DROP"]
+                command = ["ip", "netns", "exec", topology.netns(name), *argv]
+                result = subprocess.run(command, capture_output=True, text=True, check=False)
+                if result.returncode != 0 and action == "-I":
+                    raise FaultError(f"{name}: {' '.join(argv)}: {result.stderr.strip()}")
 
 
 def _interfaces(topology: Topology, name: str) -> list[str]:
     ends = [end for link in topology.links for end in (link.a, link.b)]
     return [end.interface for end in ends if end.node == name]
-
-
-def _ip(pathspace: str, *argv: str) -> None:
-    result = subprocess.run(["ip", "-n", pathspace, *argv], capture_output=True, text=True)
-    if result.returncode != 0:
-        raise FaultError(f"{pathspace}: ip {' '.join(argv)}: {result.stderr.strip()}")
 
 
 def delete_vip(topology: Topology, node: str, vip: IPNetwork) -> None:

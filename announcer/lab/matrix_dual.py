@@ -6,8 +6,9 @@ edge routers only.
   node may go (within the leaves' BFD time), leaf2's stays. The leaves' BFD session to the
   node only ever comes up when the node's daemon runs BFD, so the row needs it (`needs_bfd`:
   the runner skips it while the node's status has no `bfd` member);
-- `leaf1 fails`: leaf1's FRR daemons are killed and its links go down: the spine stops using
-  leaf1 within its BFD time, every node stays in leaf2's FIB and the spine always has a path;
+- `leaf1 fails`: leaf1's links fall silent (everything dropped, no carrier loss) and its FRR
+  daemons are killed: the spine stops using leaf1 within its BFD time, every node stays in
+  leaf2's FIB and the spine always has a path;
 - `leaf1's bfdd restarted`: the spine always has a path to the VIPs, every node stays in
   leaf2's FIB, and leaf1's BFD sessions with the spine come back.
 
@@ -118,7 +119,7 @@ def uplink_cut(t: Trial, node: str) -> list[Finding]:
 
 
 @fault(
-    "leaf1 fails (daemons killed, links down)",
+    "leaf1 fails (links silent, daemons killed)",
     f"spine off leaf1 <= {ROUTER_BFD + MARGIN:.1f} s (BFD), every node stays in leaf2",
     shared=True,
 )
