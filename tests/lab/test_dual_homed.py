@@ -61,6 +61,15 @@ def test_the_simple_layout_is_r1_alone() -> None:
     assert routers.expected_paths(topology, "r1") == 3
 
 
+def test_each_lab_runs_the_fault_rows_that_fit_it() -> None:
+    simple = {f.name for f in runner.fitting(load_topology(SIMPLE, environ={}), runner.CATALOGUE)}
+    dual = {f.name for f in runner.fitting(load_topology(DUAL, environ={}), runner.CATALOGUE)}
+    rows = {f.name for f in DUAL_FAULTS}
+    assert "link silently dropping" in simple - dual
+    assert rows <= dual and not rows & simple
+    assert [f.name for f in DUAL_FAULTS if f.needs_bfd] == ["uplink cut (node to leaf1)"]
+
+
 def test_convergence_wants_each_routers_own_count() -> None:
     paths = {"leaf1 vip": 3, "spine vip": 2}
     expected = {"leaf1 vip": 3, "spine vip": 2}
