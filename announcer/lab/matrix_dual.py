@@ -80,14 +80,22 @@ def leaf_gateways(t: Trial, router: str) -> frozenset[IPAddress]:
     return interface_addresses(t.topology.netns(router), link_local=True)
 
 
-def spine_bfd_up(t: Trial) -> bool:
-    """Whether leaf1's bfdd has its sessions with the spine up (False while it starts)."""
+def bfd_up(t: Trial, router: str, peer: str) -> bool:
+    """Whether `router`'s bfdd has every session with router `peer` up (False while it
+    starts)."""
     try:
-        peers = frr.bfd_peers(t.topology.netns(LEAF))
+        sessions = frr.bfd_peers(t.topology.netns(router))
     except LabError:  # its vty not there yet
         return False
-    spine = {str(a) for a in interface_addresses(t.topology.netns(SPINE))}
-    return any(p.status == "up" for p in peers if p.address in spine)
+    addresses = {str(a) for a in interface_addresses(t.topology.netns(peer))}
+    wanted = [s for s in sessions if s.address in addresses]
+    return bool(wanted) and all(s.status == "up" for s in wanted)
+
+
+def bfd_before(t: Trial, router: str, peer: str) -> Finding:
+    """The BFD this fault relies on is up before it is injected (a lab just up may not be)."""
+    took = wait_for(lambda: bfd_up(t, router, peer), LEAF_BACK)
+    return timed(f"{router}'s BFD with {peer} up before", took, LEAF_BACK)
 
 
 def free_all(t: Trial, why: str) -> float:
@@ -126,10 +134,11 @@ def uplink_cut(t: Trial, node: str) -> list[Finding]:
 def leaf_failure(t: Trial, node: str) -> list[Finding]:
     bound = ROUTER_BFD + MARGIN
     leaf, other = leaf_gateways(t, LEAF), leaf_gateways(t, OTHER)
+    found = [bfd_before(t, SPINE, LEAF)]
     t0 = free_all(t, "leaf1 fails")
     faults.router_down(t.topology, LEAF)
     t.watcher.wait(lambda: not via(t, SPINE, leaf), bound + 2.0)
-    found = [timed(f"{SPINE} off {LEAF}", left(t, SPINE, leaf, t0), bound)]
+    found.append(timed(f"{SPINE} off {LEAF}", left(t, SPINE, leaf, t0), bound))
     t.watcher.wait(lambda: False, OBSERVED)
     found.append(never_without(t, SPINE, other, t0))
     found += [never_without(t, OTHER, t.gateways[each], t0) for each in t.nodes]
@@ -161,10 +170,11 @@ def sessions_up(t: Trial, router: str) -> bool:
 )
 def bfdd_restarted(t: Trial, node: str) -> list[Finding]:
     other = leaf_gateways(t, OTHER)
+    found = [bfd_before(t, LEAF, SPINE)]
     t0 = free_all(t, "bfdd restart")
     faults.restart_frr_daemon(t.topology, LEAF, "bfdd")
-    took = wait_for(lambda: spine_bfd_up(t), SESSION_BACK)
-    found = [timed(f"{LEAF}'s BFD with the {SPINE} up", took, SESSION_BACK)]
+    took = wait_for(lambda: bfd_up(t, LEAF, SPINE), SESSION_BACK)
+    found.append(timed(f"{LEAF}'s BFD with the {SPINE} up again", took, SESSION_BACK))
     t.watcher.wait(lambda: False, OBSERVED)
     found.append(never_without(t, SPINE, other, t0))
     found += [never_without(t, OTHER, t.gateways[each], t0) for each in t.nodes]
