@@ -92,6 +92,18 @@ def bfd_up(t: Trial, router: str, peer: str) -> bool:
     return bool(wanted) and all(s.status == "up" for s in wanted)
 
 
+def seen_from(t: Trial, router: str, peer: str) -> str:
+    """`router`'s BFD and BGP sessions with router `peer`, in a few words."""
+    addresses = {str(a) for a in interface_addresses(t.topology.netns(peer))}
+    try:
+        bfd = [f"{s.status}/{s.diagnostic}" for s in frr.bfd_peers(t.topology.netns(router))
+               if s.address in addresses]  # fmt: skip
+        bgp = [p.state for p in frr.bgp_peers(t.topology.netns(router)) if p.address in addresses]
+    except LabError as exc:
+        return f"{router}'s view unreadable: {exc}"
+    return f"{router}'s BFD with {peer}: {', '.join(bfd)}; BGP: {', '.join(bgp)}"
+
+
 def bfd_before(t: Trial, router: str, peer: str) -> Finding:
     """The BFD this fault relies on is up before it is injected (a lab just up may not be)."""
     took = wait_for(lambda: bfd_up(t, router, peer), LEAF_BACK)
@@ -139,6 +151,7 @@ def leaf_failure(t: Trial, node: str) -> list[Finding]:
     faults.router_down(t.topology, LEAF)
     t.watcher.wait(lambda: not via(t, SPINE, leaf), bound + 2.0)
     found.append(timed(f"{SPINE} off {LEAF}", left(t, SPINE, leaf, t0), bound))
+    found.append(Finding(seen_from(t, SPINE, LEAF), True))  # what explains the timing
     t.watcher.wait(lambda: False, OBSERVED)
     found.append(never_without(t, SPINE, other, t0))
     found += [never_without(t, OTHER, t.gateways[each], t0) for each in t.nodes]
