@@ -26,13 +26,14 @@ from announcer import __version__
 from announcer.cli_files import (
     ConfigInvalid,
     config_file,
+    config_option,
     config_path_of,
     load,
     resolve_socket,
     socket_options,
 )
 from announcer.config.errors import ConfigError, ConfigErrors
-from announcer.config.model import DEFAULT_PATH, LogFormat
+from announcer.config.model import LogFormat
 
 if TYPE_CHECKING:
     from announcer.config.model import Config
@@ -174,14 +175,7 @@ def config_schema() -> None:
 
 
 @main.command()
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=DEFAULT_PATH,
-    show_default=True,
-    help="The configuration file.",
-)
+@config_option
 @click.option(
     "--log-format",
     type=click.Choice([f.value for f in LogFormat]),
@@ -219,14 +213,7 @@ def run(ctx: click.Context, config_path: Path, log_format: str | None, log_level
 
 
 @main.command()
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=DEFAULT_PATH,
-    show_default=True,
-    help="The configuration file.",
-)
+@config_option
 def cleanup(config_path: Path) -> None:
     """Take the configured VIPs off their interface once the daemon has exited (the unit's
     ExecStopPost=): after a crash or SIGKILL they would stay there. Removes nothing else."""

@@ -43,6 +43,18 @@ class ConfigInvalid(click.ClickException):
             click.echo(f"error: {single}", err=True)
 
 
+def config_option(command: F) -> F:
+    """`--config FILE` (default: the default configuration file), for `run` and `cleanup`."""
+    return click.option(
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=DEFAULT_PATH,
+        show_default=True,
+        help="The configuration file.",
+    )(command)
+
+
 def config_file(command: F) -> F:
     """`--config FILE`, and the deprecated positional FILE it replaces."""
     command = click.argument(

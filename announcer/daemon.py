@@ -3,11 +3,15 @@
 ```
 run ── status socket, VIPs left by a previous run removed, Speaker (ExaBGP) started,
  │     metrics endpoint (if `metrics.listen`: a taken address is logged, not fatal)
- └─ TaskGroup: core     one task: takes events off one bounded queue, feeds them to
+ └─ TaskGroup: bfd      the BFD sessions (`BfdService`, entered for the group's life): one
+                        per neighbor with BFD, synced on every tick and reload; changes
+                        come back as events
+               core     one task: takes events off one bounded queue, feeds them to
                         `announcer.core.step` and carries out the effects (`Executor`);
                         effects that wait (a command's ack, a probe, the interface, stopping
                         ExaBGP) run as tasks of this group and come back as events
                ticker   a Tick every pulse (probes are due, graceful phases end, it beats)
+               liveness `version` to ExaBGP when idle; no answer in time: ExabgpSilent
                vips     VIPs someone removed from the interface, reported as events
                signals  TERM/INT: StopRequested (twice: hurry); HUP: reload
 finally: a clean stop already withdrew, waited and stopped ExaBGP (the core saw to it); any
@@ -35,6 +39,7 @@ from pathlib import Path
 from typing import Final
 
 from announcer import sdnotify
+from announcer.bfd import BfdService
 from announcer.checker import ApiserverCheck
 from announcer.clock import Clock, LoopClock
 from announcer.config import Config, LoopbackConfig
@@ -43,8 +48,10 @@ from announcer.core import CoreState, initial, step
 from announcer.core import events as ev
 from announcer.drainstore import DrainStore
 from announcer.executor import Executor, VipTable
+from announcer.liveness import watch_exabgp
 from announcer.loopback import Loopback, LoopbackError
 from announcer.metrics import Metrics, MetricsServer
+from announcer.neighbor_bfd import NeighborBfd
 from announcer.signals import SignalQueue
 from announcer.snapshot import build_snapshot
 from announcer.speaker import Backoff, Speaker, SpeakerError
@@ -105,7 +112,12 @@ class Daemon:
         self.speakers = Speakers(
             emit=self._emit, backoff=seams.backoff, clock=self.clock.now, python=seams.python
         )
-        self.metrics = Metrics(snapshot=self.snapshot, exabgp_restarts=self.speakers.restarts)
+        self.bfd = NeighborBfd(self._emit)
+        self.metrics = Metrics(
+            snapshot=self.snapshot,
+            exabgp_restarts=self.speakers.restarts,
+            bfd_drops=lambda: self.bfd.service.drops if self.bfd.service is not None else {},
+        )
         self.control = Control(
             path=path,
             store=self.store,
@@ -198,11 +210,21 @@ class Daemon:
                 self.spawn(self._ticker(), "ticker")
                 self.spawn(self._watch_vips(), "vips")
                 self.spawn(self._signals(signals), "signals")
-                await self._run_core()
-                await self._end_tasks()
+                self.spawn(watch_exabgp(self.speakers, put=self.put, clock=self.clock), "liveness")
+                async with BfdService(on_change=self.bfd.changed) as service:
+                    self.bfd.service = service
+                    try:
+                        self.bfd.sync(self.config)
+                        await self._run_core()
+                        await self._end_tasks()
+                    finally:
+                        self.bfd.service = None
         except Exception as exc:  # the group's ExceptionGroup: any failed task fails closed
             log.critical(
-                "a task failed: withdrawing and exiting", exc_info=exc, extra={"event": "failed"}
+                "a task failed: withdrawing and exiting: %s",
+                _causes(exc),
+                exc_info=exc,
+                extra={"event": "failed"},
             )
             return EXIT_FAILURE
         finally:
@@ -263,6 +285,8 @@ class Daemon:
             self._connected_once = True
         for effect in effects:
             await self.executor.carry_out(effect)
+        if isinstance(event, ev.Tick | ev.ReloadRequested):
+            self.bfd.sync(self.config)
         self._decided()
 
     def submit(self, make: Callable[[int], ev.Event]) -> asyncio.Future[tuple[bool, str]]:
@@ -376,3 +400,11 @@ class Daemon:
         if vips:
             return f"announcing {len(vips)}/{len(self.config.vips)} VIP(s); {self.core.reason()}"
         return f"not announcing: {self.core.reason()}"
+
+
+def _causes(error: BaseException) -> str:
+    """What failed, in words: the leaves of an exception group (a journal line may carry no
+    traceback, so the cause must be in the message itself)."""
+    if isinstance(error, BaseExceptionGroup):
+        return "; ".join(_causes(inner) for inner in error.exceptions)
+    return str(error) or type(error).__name__

@@ -6,7 +6,8 @@ one, so tests and two daemons in one process stay apart):
 - events, counted as they happen (`Metrics.record_probe`, called after every probe): the probe
   duration histogram, probes by result and reason class, health transitions;
 - state, read from the status snapshot at each scrape (`_StateCollector`): health, each VIP
-  announced, the drain flag, each neighbor's session, ExaBGP restarts, build info. Nothing
+  announced, the drain flag, each neighbor's session, each BFD session (up, state changes,
+  why it last went down), BFD packets dropped by reason, ExaBGP restarts, build info. Nothing
   copies that state, so a scrape can never show a stale value.
 
 Labels stay bounded: a probe's free-text reason becomes one of `REASONS`, every label set
@@ -26,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -34,6 +35,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from announcer import __version__
+from announcer.bfd import Discard
 from announcer.config.model import ListenAddress
 from announcer.health import Health, ProbeResult, Transition
 from announcer.smallserver import Clients
@@ -125,6 +127,7 @@ class Metrics:
         *,
         snapshot: Callable[[], StatusSnapshot],
         exabgp_restarts: Callable[[], int],
+        bfd_drops: Callable[[], Mapping[Discard, int]] | None = None,
         registry: CollectorRegistry | None = None,
     ) -> None:
         self.registry = registry or CollectorRegistry()
@@ -151,6 +154,7 @@ class Metrics:
         for old, new in _TRANSITIONS:
             self._transitions.labels(old.value, new.value)
         self.registry.register(_StateCollector(snapshot, exabgp_restarts))
+        self.registry.register(_BfdCollector(snapshot, bfd_drops or dict))
 
     def record_probe(self, result: ProbeResult, transition: Transition | None) -> None:
         """Count one probe and the health transition it caused, if any."""
@@ -227,6 +231,53 @@ class _StateCollector:
         )
         build.add_metric(list(self._build), 1.0)
         yield build
+
+
+class _BfdCollector:
+    """Each neighbor's BFD session (from the snapshot) and the packets the service dropped."""
+
+    def __init__(
+        self,
+        snapshot: Callable[[], StatusSnapshot],
+        drops: Callable[[], Mapping[Discard, int]],
+    ) -> None:
+        self._snapshot = snapshot
+        self._drops = drops
+
+    def collect(self) -> Iterator[Metric]:
+        rows = self._snapshot().bfd
+        up = GaugeMetricFamily(
+            "announcer_bfd_session_up",
+            "1 while the BFD session with the neighbor is up, else 0.",
+            labels=["neighbor"],
+        )
+        changes = CounterMetricFamily(
+            "announcer_bfd_state_changes",
+            "State changes of the BFD session with the neighbor.",
+            labels=["neighbor"],
+        )
+        last_down = GaugeMetricFamily(
+            "announcer_bfd_last_down",
+            "1 for the diagnostic of the last time the BFD session went down (none: never).",
+            labels=["neighbor", "reason"],
+        )
+        for row in rows:
+            up.add_metric([row.neighbor], float(row.state == "up"))
+            changes.add_metric([row.neighbor], row.changes)
+            last_down.add_metric([row.neighbor, row.last_down or "none"], 1.0)
+        yield from (up, changes, last_down)
+        yield self._dropped()
+
+    def _dropped(self) -> Metric:
+        dropped = CounterMetricFamily(
+            "announcer_bfd_dropped_packets",
+            "BFD packets dropped on reception, by reason (bad TTL, length, discriminator...).",
+            labels=["reason"],
+        )
+        counts = self._drops()
+        for reason in Discard:
+            dropped.add_metric([reason.value], counts.get(reason, 0))
+        return dropped
 
 
 class MetricsServer:

@@ -10,6 +10,9 @@ request at once (an operator's `drain`, a Prometheus scrape) is therefore always
 unless every slot is held by requests already being answered, and a single peer never holds
 more than `per_peer` of those.
 
+The servers' listeners do not await their connection handlers, so `Clients.close` does: every
+admitted connection, evicted ones included, has ended when it returns.
+
 This module owns that bookkeeping (`Clients`) and nothing else: it must not read, write or
 parse anything; the servers do, and call `Clients.admit` and `Ticket.reading_done`.
 """
@@ -50,6 +53,7 @@ class Clients:
         self._capacity = capacity
         self._per_peer = per_peer
         self._tickets: list[Ticket] = []  # oldest first
+        self._evicted: set[asyncio.Task[object]] = set()  # cancelled, not yet ended
 
     def __len__(self) -> int:
         return len(self._tickets)
@@ -72,12 +76,13 @@ class Clients:
             self._tickets.remove(ticket)
 
     async def close(self) -> None:
-        """Cancel every connection's task and wait for them to end."""
+        """Cancel every connection's task and wait for them, and for evicted ones, to end."""
         tasks = [ticket.task for ticket in self._tickets]
         for task in tasks:
             task.cancel()
         current = asyncio.current_task()
-        await asyncio.gather(*(t for t in tasks if t is not current), return_exceptions=True)
+        waited = {*tasks, *self._evicted} - {current}
+        await asyncio.gather(*waited, return_exceptions=True)
         self._tickets.clear()
 
     def _count(self, peer: Hashable) -> int:
@@ -90,5 +95,7 @@ class Clients:
                 self.forget(ticket)
                 ticket._owner = None
                 ticket.task.cancel()
+                self._evicted.add(ticket.task)  # close() awaits it: nobody else does
+                ticket.task.add_done_callback(self._evicted.discard)
                 return True
         return False

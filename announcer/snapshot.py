@@ -2,9 +2,11 @@
 
 A VIP counts as announced when ExaBGP acknowledged a route for it (the core's `installed`),
 not merely when one is desired, and never on the word of an ExaBGP the core is unsure of (a
-lost channel, a kill under way): then the VIP says so. A VIP that is not announced says why:
-health, drain or stop, its interface error, or ExaBGP not there or not done yet. Times become
-Unix time here, for humans.
+lost channel, a kill under way): then the VIP says so, and so do the neighbors (a BGP session
+"up" in the word of an ExaBGP that stopped answering is reported as unknown). A VIP that is
+not announced says why: health, drain or stop, its interface error, or ExaBGP not there or
+not done yet. Each neighbor with BFD enabled has its session's row. Times become Unix time
+here, for humans.
 
 Must not: change anything; it only reads.
 """
@@ -18,6 +20,7 @@ from announcer.core import CoreState, Link
 from announcer.lifecycle import Lifecycle
 from announcer.speaker import SpeakerStatus
 from announcer.status_protocol import (
+    BfdStatus,
     ExabgpStatus,
     NeighborStatus,
     ProbeStatus,
@@ -48,14 +51,7 @@ def build_snapshot(
         drained=state.drained,
         lifecycle=state.lifecycle,
         vips=vips,
-        neighbors=tuple(
-            NeighborStatus(
-                address=str(session.peer),
-                state=session.state.value,
-                since=to_wall(session.since),
-            )
-            for session in speaker.sessions
-        ),
+        neighbors=tuple(_neighbors(state, speaker, to_wall)),
         last_probe=None
         if probe is None
         else ProbeStatus(
@@ -65,13 +61,53 @@ def build_snapshot(
             latency_ms=round(probe.latency * 1000, 3),
             at=to_wall(probe.at),
         ),
-        exabgp=ExabgpStatus(pid=speaker.pid, restarts=speaker.restarts),
+        exabgp=ExabgpStatus(
+            pid=speaker.pid,
+            restarts=speaker.restarts,
+            link=state.link.value,
+            killed_for=state.killed_for,
+        ),
         transitions=tuple(
             TransitionRecord(at=to_wall(t.at), old=t.old.value, new=t.new.value, reason=t.reason)
             for t in state.transitions
         ),
         config_error=config_error,
+        bfd=tuple(_bfd(state, to_wall)),
     )
+
+
+def _neighbors(
+    state: CoreState, speaker: SpeakerStatus, to_wall: Callable[[float], float]
+) -> list[NeighborStatus]:
+    sure = state.link is Link.CONNECTED
+    return [
+        NeighborStatus(
+            address=str(session.peer),
+            state=session.state.value if sure else f"unknown (exabgp {state.link.value})",
+            since=to_wall(session.since),
+        )
+        for session in speaker.sessions
+    ]
+
+
+def _bfd(state: CoreState, to_wall: Callable[[float], float]) -> list[BfdStatus]:
+    """Every neighbor with BFD enabled: a session not heard of yet is Down (it starts so)."""
+    rows = []
+    for neighbor in state.config.bgp.neighbors:
+        if not neighbor.bfd.enabled:
+            continue
+        record = state.bfd.get(str(neighbor.address))
+        rows.append(
+            BfdStatus(
+                neighbor=str(neighbor.address),
+                state="down" if record is None else record.state,
+                diag="none" if record is None else record.diag,
+                since=None if record is None else to_wall(record.since),
+                changes=0 if record is None else record.changes,
+                last_down=None if record is None else record.last_down,
+            )
+        )
+    return rows
 
 
 def _vip(vip: VipNetwork, state: CoreState) -> VipStatus:

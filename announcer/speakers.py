@@ -101,4 +101,4 @@ class Speakers:
         elif isinstance(event, Exited):
             self._emit(ev.ExabgpExited())
         elif isinstance(event, Failed):
-            self._emit(SpeakerFailure(f"exabgp supervision failed: {event.error!r}"))
+            self._emit(SpeakerFailure(f"exabgp supervision failed: {event.error}"))

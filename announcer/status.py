@@ -4,7 +4,8 @@ This module owns the socket file's life, its permissions, and the limits that ke
 or slow client from hurting the daemon or locking an operator out: `MAX_REQUEST`, a read
 deadline, `MAX_CLIENTS` connections at a time and `MAX_PER_UID` per connecting uid (from
 `SO_PEERCRED`), with idle connections evicted for newcomers (`announcer.smallserver`), so
-an operator's `drain` gets in while other users hold connections open. It must not decide
+an operator's `drain` gets in while other users hold connections open. Every connection's
+task, admitted, evicted or told busy, has ended when `close()` returns. It must not decide
 anything: drain and undrain are the daemon's callbacks, the snapshot is the daemon's. The
 formats are in `announcer.status_protocol`, the client and the human rendering in
 `announcer.status_client`.
@@ -97,6 +98,7 @@ class StatusServer:
         self._clients = Clients(capacity=max_clients, per_peer=min(max_per_uid, max_clients))
         self._server: asyncio.Server | None = None
         self._inode: int | None = None
+        self._refused: set[asyncio.Task[object]] = set()  # told busy: not in `_clients`
 
     @property
     def path(self) -> Path:
@@ -130,6 +132,10 @@ class StatusServer:
         if server is not None:
             server.close()
         await self._clients.close()
+        refused = self._refused - {asyncio.current_task()}
+        for task in refused:
+            task.cancel()
+        await asyncio.gather(*refused, return_exceptions=True)
         if server is not None:
             await server.wait_closed()
         with contextlib.suppress(OSError):
@@ -139,6 +145,8 @@ class StatusServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         ticket = self._clients.admit(_peer_uid(writer))
+        if ticket is None:
+            self._own_refused()
         try:
             if ticket is None:
                 response = error_response("busy: too many status connections")
@@ -152,6 +160,13 @@ class StatusServer:
             if ticket is not None:
                 ticket.release()
             writer.close()
+
+    def _own_refused(self) -> None:
+        """A connection told busy is awaited by `close()` like an admitted one."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._refused.add(task)
+            task.add_done_callback(self._refused.discard)
 
     async def _respond(self, reader: asyncio.StreamReader, ticket: Ticket) -> JSONObject:
         try:

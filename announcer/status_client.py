@@ -19,6 +19,7 @@ from typing import Final, TypeVar
 from announcer.health import Health
 from announcer.lifecycle import Lifecycle
 from announcer.status_protocol import (
+    BfdStatus,
     ExabgpStatus,
     JSONObject,
     JSONValue,
@@ -135,6 +136,7 @@ def snapshot_from_json(data: Mapping[str, JSONValue]) -> StatusSnapshot:
         exabgp=_exabgp(_object(data.get("exabgp"), "exabgp")),
         transitions=tuple(_transition(item) for item in _objects(data, "transitions")),
         config_error=_text(data, "config_error"),
+        bfd=tuple(_bfd(item) for item in _objects(data, "bfd")) if "bfd" in data else (),
     )
 
 
@@ -147,8 +149,7 @@ def render_status(snapshot: Mapping[str, JSONValue], *, now: float | None = None
     lines.append(f"last probe: {_probe_line(status.last_probe, at)}")
     lines.append(f"drain:      {'drained' if status.drained else 'not drained'}")
     lines.append(f"lifecycle:  {status.lifecycle.value}")
-    pid = "not running" if status.exabgp.pid is None else f"pid {status.exabgp.pid}"
-    lines.append(f"exabgp:     {pid}, {status.exabgp.restarts} restart(s)")
+    lines.append(f"exabgp:     {_exabgp_line(status.exabgp)}")
     if status.config_error is not None:
         lines.append(f"config:     last reload failed: {status.config_error}")
     lines.extend(_section("vips", [_vip_line(vip) for vip in status.vips]))
@@ -157,6 +158,8 @@ def render_status(snapshot: Mapping[str, JSONValue], *, now: float | None = None
         f"{n.address!s:<{width}}  {n.state}{_since(n.since, at)}" for n in status.neighbors
     ]
     lines.extend(_section("neighbors", neighbors))
+    if status.bfd:  # neighbors with BFD enabled only
+        lines.extend(_section("bfd", [_bfd_line(row, at) for row in status.bfd]))
     changes = [_transition_line(t, at) for t in status.transitions]
     lines.extend(_section("recent transitions (newest last)", changes))
     return "\n".join(lines) + "\n"
@@ -170,9 +173,31 @@ def _verdict(status: StatusSnapshot) -> str:
         why = "drained"
     elif status.lifecycle is not Lifecycle.RUNNING:
         why = status.lifecycle.value
+    elif status.exabgp.link != "connected" and status.health is Health.UP:
+        why = f"exabgp {status.exabgp.link}"
+        if status.exabgp.killed_for is not None:
+            why += f": {status.exabgp.killed_for}"
     else:
         why = f"health {status.health.value}"
     return f"NOT ANNOUNCING ({why})"
+
+
+def _exabgp_line(exabgp: ExabgpStatus) -> str:
+    pid = "not running" if exabgp.pid is None else f"pid {exabgp.pid}"
+    line = f"{pid}, {exabgp.restarts} restart(s)"
+    if exabgp.link != "connected":
+        line += f", {exabgp.link}"
+    if exabgp.killed_for is not None:
+        line += f" (killed: {exabgp.killed_for})"
+    return line
+
+
+def _bfd_line(row: BfdStatus, now: float) -> str:
+    line = f"{row.neighbor}  {row.state} (diag {row.diag}){_since(row.since, now)}"
+    line += f", {row.changes} change(s)"
+    if row.last_down is not None:
+        line += f", last down: {row.last_down}"
+    return line
 
 
 def _section(title: str, rows: list[str]) -> list[str]:
@@ -298,7 +323,23 @@ def _probe(data: Mapping[str, JSONValue]) -> ProbeStatus:
 
 
 def _exabgp(data: Mapping[str, JSONValue]) -> ExabgpStatus:
-    return ExabgpStatus(pid=_optional_int(data, "pid"), restarts=_field(data, "restarts", int))
+    return ExabgpStatus(
+        pid=_optional_int(data, "pid"),
+        restarts=_field(data, "restarts", int),
+        link=_field(data, "link", str) if "link" in data else "connected",
+        killed_for=_text(data, "killed_for"),
+    )
+
+
+def _bfd(data: Mapping[str, JSONValue]) -> BfdStatus:
+    return BfdStatus(
+        neighbor=_field(data, "neighbor", str),
+        state=_field(data, "state", str),
+        diag=_field(data, "diag", str),
+        since=_optional_number(data, "since"),
+        changes=_field(data, "changes", int),
+        last_down=_text(data, "last_down"),
+    )
 
 
 def _transition(data: Mapping[str, JSONValue]) -> TransitionRecord:

@@ -28,6 +28,7 @@ from announcer.lifecycle import Lifecycle
 
 __all__ = [
     "MAX_REQUEST",
+    "BfdStatus",
     "ControlError",
     "DrainRequest",
     "ExabgpStatus",
@@ -106,6 +107,21 @@ class ProbeStatus:
 class ExabgpStatus:
     pid: int | None
     restarts: int
+    link: str = "connected"  # "connected", "disconnected", "killing" or "dead"
+    killed_for: str | None = None  # why it was last killed, until it answers again
+
+
+@dataclass(frozen=True, slots=True)
+class BfdStatus:
+    """The BFD session with one neighbor: state "up", "down", "init" or "admin_down"; `diag`
+    why it last changed; `last_down` why it last went Down (None: never)."""
+
+    neighbor: str
+    state: str
+    diag: str
+    since: float | None
+    changes: int
+    last_down: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +147,7 @@ class StatusSnapshot:
     exabgp: ExabgpStatus
     transitions: tuple[TransitionRecord, ...]
     config_error: str | None
+    bfd: tuple[BfdStatus, ...] = ()
 
     def to_json(self) -> JSONObject:
         result: JSONObject = json.loads(json.dumps(asdict(self), default=_enum_value))

@@ -20,7 +20,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from announcer.health import Health, ProbeResult
 from announcer.lifecycle import Lifecycle
 from announcer.metrics import Metrics
-from announcer.status_protocol import ExabgpStatus, NeighborStatus, StatusSnapshot, VipStatus
+from announcer.status_protocol import (
+    BfdStatus,
+    ExabgpStatus,
+    NeighborStatus,
+    StatusSnapshot,
+    VipStatus,
+)
 
 ROOT = Path(__file__).parent.parent
 RULES = ROOT / "config" / "prometheus" / "announcer.rules.yml"
@@ -126,6 +132,7 @@ def exported() -> set[str]:
         exabgp=ExabgpStatus(pid=1, restarts=0),
         transitions=(),
         config_error=None,
+        bfd=(BfdStatus("192.0.2.1", "up", "none", None, changes=1, last_down=None),),
     )
     metrics = Metrics(snapshot=lambda: snapshot, exabgp_restarts=lambda: 0)
     metrics.record_probe(ProbeResult(ok=True, status=200, reason="ok", latency=0.01, at=0.0), None)

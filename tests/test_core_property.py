@@ -3,17 +3,21 @@
 A Hypothesis rule-based state machine plays the world (`core_world.World`): probes, time,
 drain/undrain/stop/reload requests, ExaBGP starting, dying, going silent, its relay dropping
 and coming back, commands answered done, error or not at all (applied or not), VIP changes
-reported late. After every step:
+reported late, BFD sessions changing state (with or without BFD configured). After every
+step:
 - nothing but the configured prefixes is ever commanded;
 - what ExaBGP really announces is within what the core counts as exposed, and every route
   it announces has its VIP on the interface;
 - no announce goes out while health is not announceable, drained, or stopped;
 - a stop ends with nothing announced, the VIPs off and ExaBGP gone;
-- every waiting client gets exactly one reply, and a "withdrawn" reply is true.
+- every waiting client gets exactly one reply, and a "withdrawn" reply is true;
+- a BFD change only records and logs (the routers act on BFD), and only neighbors with BFD
+  configured have a record.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 from core_world import World, config
@@ -27,12 +31,31 @@ from hypothesis.stateful import (
     rule,
 )
 
+from announcer.config import Config
 from announcer.core import Link
 from announcer.core import events as ev
-from announcer.core.effects import Action, Exit, Reply, Send, StopExabgp
+from announcer.core.bfd import neighbors_with_bfd
+from announcer.core.effects import Action, Exit, Log, Reply, Send, StopExabgp
 from announcer.lifecycle import Lifecycle
 
-CONFIGS = [config(), config(delay=0.0, withdraw_wait=0.0), config(delay=1.0, withdraw_wait=2.0)]
+
+def with_bfd(cfg: Config) -> Config:
+    neighbors = tuple(
+        dataclasses.replace(
+            n, local_address=cfg.bgp.router_id, bfd=dataclasses.replace(n.bfd, enabled=True)
+        )
+        for n in cfg.bgp.neighbors
+    )
+    return dataclasses.replace(cfg, bgp=dataclasses.replace(cfg.bgp, neighbors=neighbors))
+
+
+CONFIGS = [
+    with_bfd(config()),
+    config(delay=0.0, withdraw_wait=0.0),
+    config(delay=1.0, withdraw_wait=2.0),
+]
+BFD_STATES = [("up", "none", False), ("init", "none", False), ("down", "detection_expired", False),
+              ("down", "neighbor_down", True), ("admin_down", "admin_down", True)]  # fmt: skip
 VIPS = set(CONFIGS[0].vips)
 NEIGHBORS = {n.address for n in CONFIGS[0].bgp.neighbors}
 
@@ -138,6 +161,13 @@ class CoreMachine(RuleBasedStateMachine):
         """No acknowledgement: ExaBGP may or may not have acted on the command."""
         self.w.answer(why, applied=applied)
 
+    @rule(change=st.sampled_from(BFD_STATES))
+    def bfd_changes(self, change: tuple[str, str, bool]) -> None:
+        state, diag, planned = change
+        [neighbor] = NEIGHBORS
+        effects = self.w.feed(ev.BfdChanged(str(neighbor), state, diag, planned))
+        assert all(isinstance(e, Log) for e in effects), effects
+
     @precondition(lambda self: bool(self.w.vip_news))
     @rule()
     def observe_vip(self) -> None:
@@ -182,6 +212,10 @@ class CoreMachine(RuleBasedStateMachine):
         for reply in self.w.effects:  # true when given
             if isinstance(reply, Reply) and reply.text == "drained: routes withdrawn":
                 assert not self.w.rib and self.w.pending is None
+
+    @invariant()
+    def bfd_recorded_only_where_configured(self) -> None:
+        assert set(self.w.state.bfd) <= neighbors_with_bfd(self.w.state.config)
 
     def teardown(self) -> None:
         """Every run ends with a stop carried through: then every client was answered."""

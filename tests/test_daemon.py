@@ -5,10 +5,12 @@ socket and signals; only the interface is a fake (no netlink on the test host)."
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import shutil
 import signal
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -499,5 +501,48 @@ def test_announcer_run_as_a_process_logs_json_and_stops_on_sigterm(base: Path, p
             for event in ("start", "transition", "announce", "ready", "stop", "withdraw"):
                 assert event in events
             assert events[-1] == "stopped"
+
+    asyncio.run(test())
+
+
+def _idle_status_clients(path: Path, count: int) -> list[socket.socket]:
+    """Connections to the status socket that never send a request (evictable, then cut)."""
+    clients = []
+    for _ in range(count):
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.connect(str(path))
+        clients.append(client)
+    return clients
+
+
+def _apiserver_side(task: asyncio.Task[object]) -> bool:
+    """A task of the test's fake apiserver (serving a connection the daemon just closed)."""
+    return str(getattr(task.get_coro(), "__qualname__", "")).startswith("FakeApiserver.")
+
+
+def test_no_task_outlives_the_daemon(base: Path, pki: LabPki) -> None:
+    """Structured concurrency: every task the daemon started (ExaBGP's supervision, its output
+    drains, relay connections, status clients, including evicted ones) is awaited by its owner
+    before `run()` returns; none is left pending for the loop's end to cancel, and no socket
+    is left for the garbage collector (filterwarnings=error turns its ResourceWarning into a
+    failure)."""
+
+    async def test() -> None:
+        async with world_of(base, pki) as world:
+            before = asyncio.all_tasks()
+            daemon, task = await announcing(world)
+            clients = _idle_status_clients(world.socket, 12)  # more than one uid may hold
+            try:
+                await until(lambda: daemon.status.connections >= 8, "idle status clients")
+                assert daemon.speaker is not None
+                os.kill(os.getpid(), signal.SIGTERM)
+                assert await asyncio.wait_for(task, DEADLINE) == EXIT_OK
+            finally:
+                for client in clients:
+                    client.close()
+            gc.collect()  # an unclosed socket's ResourceWarning surfaces now, as an error
+            stray = asyncio.all_tasks() - before - {asyncio.current_task()}
+            stray = {task for task in stray if not _apiserver_side(task)}
+            assert not stray, f"tasks left pending by the daemon: {stray}"
 
     asyncio.run(test())

@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_daemon import announced, running, until, world_of
 
 from announcer import __version__
+from announcer.bfd import Discard
 from announcer.config.model import ListenAddress
 from announcer.health import Health, ProbeResult, Transition
 from announcer.lab.apiserver.states import State
@@ -36,7 +37,13 @@ from announcer.metrics import (
     reason_class,
 )
 from announcer.probe import describe_failure
-from announcer.status_protocol import ExabgpStatus, NeighborStatus, StatusSnapshot, VipStatus
+from announcer.status_protocol import (
+    BfdStatus,
+    ExabgpStatus,
+    NeighborStatus,
+    StatusSnapshot,
+    VipStatus,
+)
 
 SNAPSHOT = StatusSnapshot(
     announced=True,
@@ -211,12 +218,37 @@ def test_every_name_follows_the_conventions() -> None:
         "announcer_probe_duration_seconds", "announcer_probes", "announcer_health_transitions",
         "announcer_health_state", "announcer_vip_announced", "announcer_drained",
         "announcer_bgp_session_up", "announcer_exabgp_restarts", "announcer_build_info",
+        "announcer_bfd_session_up", "announcer_bfd_state_changes", "announcer_bfd_last_down",
+        "announcer_bfd_dropped_packets",
     }  # fmt: skip
     for family in found.values():
         assert family.documentation
         if family.type == "counter":  # exposed as NAME_total
             assert {s.name for s in family.samples} <= {f"{family.name}_total",
                                                          f"{family.name}_created"}  # fmt: skip
+
+
+def test_bfd_sessions_and_drops_by_reason() -> None:
+    rows = (
+        BfdStatus("192.0.2.1", "up", "none", None, changes=3, last_down="detection_expired"),
+        BfdStatus("2001:db8:1::1", "down", "none", None, changes=0, last_down=None),
+    )
+    drops = {Discard.TTL: 4, Discard.UNKNOWN_DISCRIMINATOR: 1}
+    metrics = Metrics(
+        snapshot=lambda: replace(SNAPSHOT, bfd=rows), exabgp_restarts=lambda: 0,
+        bfd_drops=lambda: drops,
+    )  # fmt: skip
+    found = scrape_of(metrics)
+    assert value(found["announcer_bfd_session_up"], neighbor="192.0.2.1") == 1
+    assert value(found["announcer_bfd_session_up"], neighbor="2001:db8:1::1") == 0
+    assert value(found["announcer_bfd_state_changes"], "_total", neighbor="192.0.2.1") == 3
+    last = found["announcer_bfd_last_down"]
+    assert value(last, neighbor="192.0.2.1", reason="detection_expired") == 1
+    assert value(last, neighbor="2001:db8:1::1", reason="none") == 1
+    dropped = found["announcer_bfd_dropped_packets"]
+    assert value(dropped, "_total", reason="ttl") == 4
+    assert value(dropped, "_total", reason="unknown_discriminator") == 1
+    assert value(dropped, "_total", reason="short") == 0
 
 
 def test_each_daemon_has_its_own_registry() -> None:

@@ -52,3 +52,32 @@ def test_admission_evicts_idle_connections_oldest_first_and_never_a_served_one()
 def test_limits_must_make_sense() -> None:
     with pytest.raises(ValueError, match=r"per_peer \(5\) <= capacity \(4\)"):
         Clients(capacity=4, per_peer=5)
+
+
+async def evicted_slowly(clients: Clients, cleaned: list[str]) -> None:
+    """A connection whose cancellation takes a few turns of the loop (closing its stream)."""
+    clients.admit("a")
+    try:
+        await asyncio.Event().wait()
+    finally:
+        for _ in range(5):
+            await asyncio.sleep(0)
+        cleaned.append("evicted")
+
+
+def test_close_awaits_evicted_connections_too() -> None:
+    """`close()` returns only when every connection it admitted has ended, including one a
+    newcomer evicted (nobody else awaits that one) after the newcomer itself is done."""
+
+    async def body() -> None:
+        clients = Clients(capacity=1, per_peer=1)
+        cleaned: list[str] = []
+        first = asyncio.create_task(evicted_slowly(clients, cleaned))
+        await asyncio.sleep(0)
+        newcomer = clients.admit("a")  # this task, as the next connection
+        assert newcomer is not None and first.cancelling()
+        newcomer.release()
+        await clients.close()
+        assert first.done() and cleaned == ["evicted"]
+
+    asyncio.run(body())

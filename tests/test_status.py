@@ -27,6 +27,7 @@ from announcer.status_client import (
 )
 from announcer.status_protocol import (
     MAX_REQUEST,
+    BfdStatus,
     ControlError,
     ExabgpStatus,
     JSONObject,
@@ -581,6 +582,41 @@ def test_render_status_aligns_neighbors_and_names_a_failed_probe() -> None:
     assert any(line.startswith("last probe: failed: http 500: etcd, 4.0 ms") for line in lines)
     assert any(line.startswith("  192.0.2.1      up since ") for line in lines)
     assert any(line.startswith("  2001:db8:1::1  down since ") for line in lines)
+
+
+def test_render_status_shows_each_bfd_session_and_its_last_down() -> None:
+    rows = (
+        BfdStatus("192.0.2.1", "up", "none", NOW - 30, changes=4, last_down="detection_expired"),
+        BfdStatus("2001:db8:1::1", "down", "none", None, changes=0, last_down=None),
+    )
+    snapshot = snapshot_from_json(replace(SNAPSHOT, bfd=rows).to_json())
+    assert snapshot.bfd == rows
+    lines = render_status(replace(SNAPSHOT, bfd=rows).to_json(), now=NOW).splitlines()
+    assert "bfd:" in lines
+    [up] = [line for line in lines if line.startswith("  192.0.2.1  up (diag none) since ")]
+    assert up.endswith("(30s ago), 4 change(s), last down: detection_expired")
+    assert "  2001:db8:1::1  down (diag none), 0 change(s)" in lines
+    assert "bfd:" not in render_status(SNAPSHOT.to_json(), now=NOW).splitlines()
+
+
+def test_render_status_does_not_take_the_word_of_a_killed_exabgp() -> None:
+    exabgp = ExabgpStatus(pid=None, restarts=1, link="dead", killed_for="exabgp did not answer")
+    snapshot = replace(SNAPSHOT, announced=False, exabgp=exabgp)
+    lines = render_status(snapshot.to_json(), now=NOW).splitlines()
+    assert lines[0] == "NOT ANNOUNCING (exabgp dead: exabgp did not answer)"
+    assert "exabgp:     not running, 1 restart(s), dead (killed: exabgp did not answer)" in lines
+
+
+def test_a_snapshot_without_the_bfd_and_link_fields_still_reads() -> None:
+    data = SNAPSHOT.to_json()
+    del data["bfd"]
+    exabgp = data["exabgp"]
+    assert isinstance(exabgp, dict)
+    data["exabgp"] = {"pid": exabgp["pid"], "restarts": exabgp["restarts"]}
+    snapshot = snapshot_from_json(data)
+    assert (snapshot.bfd, snapshot.exabgp.link, snapshot.exabgp.killed_for) == (
+        (), "connected", None,
+    )  # fmt: skip
 
 
 def test_the_protocol_imports_no_server_asyncio_or_yaml() -> None:

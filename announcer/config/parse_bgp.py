@@ -151,6 +151,12 @@ def _check_neighbor(section: Section, neighbor: NeighborConfig) -> None:
     if local is not None and section.fine("local_address") and Family.of(local) != session:
         reason = f"is {Family.of(local).value} but address is {session.value}"
         section.reject("local_address", _error(section, "local_address", reason))
+    if neighbor.bfd.enabled and local is None and section.fine("local_address", "bfd"):
+        reason = (
+            f"is required for neighbor {neighbor.address} because bfd is enabled "
+            "(BFD sends from this address and the router checks it)"
+        )
+        section.reject("local_address", ConfigError(section.at("local_address"), reason))
     if neighbor.ttl_security and neighbor.multihop is not None and section.fine("multihop"):
         reason = "cannot be combined with ttl_security (GTSM means directly connected)"
         section.reject("multihop", _error(section, "multihop", reason))

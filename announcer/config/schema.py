@@ -181,7 +181,7 @@ _KEYS: Final[Mapping[str, _Key]] = {
         "The router's AS, same forms as local_as.", _AS_NUMBER, replace=True
     ),
     "bgp.neighbors[].local_address": _Key(
-        "Source address of the session, same family as address; null: chosen by the kernel."
+        "Source address, same family as address; null: chosen by the kernel (not with BFD)."
     ),
     "bgp.neighbors[].hold_time": _Key(
         "Hold time for this session; null: bgp.hold_time.",
@@ -226,7 +226,7 @@ _KEYS: Final[Mapping[str, _Key]] = {
         default=None,
     ),
     "bfd": _Key("BFD (RFC 5880) with every neighbor; each may override these keys."),
-    "bfd.enabled": _Key("Run a BFD session with every neighbor (not yet used by the daemon)."),
+    "bfd.enabled": _Key("Run a BFD session with every neighbor (each needs its local_address)."),
     "bfd.transmit_interval": _Key(
         "Desired seconds between BFD packets sent.", _seconds(MIN_INTERVAL, MAX_BFD_INTERVAL)
     ),

@@ -5,6 +5,7 @@ events.py   what the world tells the core (probes, ticks, requests, ExaBGP, the 
 effects.py  what the core asks of the world (commands, VIPs, kill, replies, logs, exit)
 state.py    CoreState: health, lifecycle, what ExaBGP may hold, VIPs, waiting clients
 exabgp.py   the next command, what an answer means, when to kill ExaBGP
+bfd.py      each neighbor's BFD session, recorded and logged (the routers act on it)
 vips.py     the VIP rule: on the interface while any router may route it here
 step.py     step(): one event, then the settling pass every event ends with
 ```

@@ -17,6 +17,7 @@ from announcer.config.model import Config, VipNetwork
 from announcer.health import ProbeResult
 
 __all__ = [
+    "BfdChanged",
     "CommandDone",
     "CommandError",
     "CommandLost",
@@ -99,6 +100,18 @@ class ExabgpSilent:
 
 
 @dataclass(frozen=True, slots=True)
+class BfdChanged:
+    """The BFD session with `neighbor` moved to `state` ("up", "down", "init", "admin_down");
+    `diag` says why ("none", "detection_expired", "neighbor_down", ...). `planned`: an
+    AdminDown, ours or the peer's (RFC 5882: a planned stop, not a failure)."""
+
+    neighbor: str
+    state: str
+    diag: str
+    planned: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class CommandDone:
     generation: int
 
@@ -148,4 +161,5 @@ Event: TypeAlias = (
     | CommandLost
     | VipObserved
     | VipFailed
+    | BfdChanged
 )

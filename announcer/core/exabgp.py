@@ -110,6 +110,7 @@ def connected(s: CoreState) -> None:
     _forget_installed(s)
     s.parked.clear()
     s.link = Link.CONNECTED
+    s.killed_for = None
     s.generation += 1
 
 
@@ -150,6 +151,7 @@ def kill(s: CoreState, reason: str, out: list[Effect]) -> None:
     if s.link in (Link.KILLING, Link.DEAD):
         return
     dead_soon(s)
+    s.killed_for = reason
     out.append(KillExabgp(reason))
     out.append(_log(logging.WARNING, f"killing exabgp: {reason}"))
 

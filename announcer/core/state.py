@@ -1,7 +1,8 @@
 """The node's decision state, and the questions the core asks of it.
 
 `CoreState` holds everything the daemon decides with: the health machine, the lifecycle and
-drain flag, what ExaBGP holds as far as we know (`installed`: acknowledged; `uncertain`: may
+drain flag, each neighbor's BFD session (recorded, never acted on: the routers act on it),
+what ExaBGP holds as far as we know (`installed`: acknowledged; `uncertain`: may
 or may not hold; `inflight`: the one command awaiting its answer), the link to ExaBGP, the
 VIPs on the interface, and the clients waiting for an answer. Only `announcer.core.step`
 changes it, always on a copy: a state once returned is never modified.
@@ -26,7 +27,16 @@ from announcer.health import Health, HealthMachine, HealthSettings, ProbeResult,
 from announcer.lifecycle import Lifecycle
 from announcer.routes import Route, RouteKey, desired_routes, phase_of
 
-__all__ = ["HISTORY", "CoreState", "Inflight", "Link", "Waiter", "health_settings", "initial"]
+__all__ = [
+    "HISTORY",
+    "BfdRecord",
+    "CoreState",
+    "Inflight",
+    "Link",
+    "Waiter",
+    "health_settings",
+    "initial",
+]
 
 HISTORY = 20
 
@@ -45,6 +55,18 @@ class Inflight:
     action: Action
     route: Route
     generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class BfdRecord:
+    """One neighbor's BFD session as its last change left it; `last_down`: the diag of the
+    last change to Down (None: never went Down)."""
+
+    state: str
+    diag: str
+    since: float
+    changes: int
+    last_down: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +93,7 @@ class CoreState:
     deadline: float | None = None  # end of the graceful phase
     hurry: bool = False
     link: Link = Link.DEAD
+    killed_for: str | None = None  # why ExaBGP was last killed, until a relay connects again
     generation: int = 0
     installed: dict[RouteKey, Route] = field(default_factory=dict)
     uncertain: dict[RouteKey, Route] = field(default_factory=dict)
@@ -90,12 +113,13 @@ class CoreState:
     transitions: tuple[Transition, ...] = ()
     announcing: frozenset[VipNetwork] = frozenset()  # VIPs whose routes are desired
     exited: bool = False
+    bfd: dict[str, BfdRecord] = field(default_factory=dict)  # by neighbor address
 
     def copy(self) -> CoreState:
         """A copy whose containers and health machine can change without touching this."""
         new = copy.copy(self)
         new.health = copy.copy(self.health)
-        for name in ("installed", "uncertain", "parked", "vip_errors", "clear_since"):
+        for name in ("installed", "uncertain", "parked", "vip_errors", "clear_since", "bfd"):
             setattr(new, name, dict(getattr(self, name)))
         for name in ("placed", "adding", "removing"):
             setattr(new, name, set(getattr(self, name)))

@@ -25,10 +25,11 @@ import math
 from collections.abc import Callable
 from typing import Final
 
-from announcer.core import exabgp, vips
+from announcer.core import bfd, exabgp, vips
 from announcer.core.effects import Beat, Effect, Exit, Log, Reply, RestartExabgp, StartProbe
 from announcer.core.effects import StopExabgp as StopExabgpEffect
 from announcer.core.events import (
+    BfdChanged,
     CommandDone,
     CommandError,
     CommandLost,
@@ -285,6 +286,7 @@ def _reload(s: CoreState, e: ReloadRequested, _now: float, out: list[Effect]) ->
     else:
         s.pending_settings = settings
     s.config = e.config
+    bfd.forget_unconfigured(s)
     if e.restart_exabgp:
         exabgp.dead_soon(s)
         out.append(RestartExabgp())
@@ -328,6 +330,10 @@ def _vip_failed(s: CoreState, e: VipFailed, _now: float, out: list[Effect]) -> N
     vips.failed(s, e.vip, e.error, out)
 
 
+def _bfd(s: CoreState, e: BfdChanged, now: float, out: list[Effect]) -> None:
+    bfd.changed(s, e, now, out)
+
+
 _HANDLERS: Final[dict[type[Event], Callable[..., None]]] = {
     Tick: _tick,
     ProbeDone: _probed,
@@ -344,4 +350,5 @@ _HANDLERS: Final[dict[type[Event], Callable[..., None]]] = {
     CommandLost: _lost,
     VipObserved: _vip_seen,
     VipFailed: _vip_failed,
+    BfdChanged: _bfd,
 }

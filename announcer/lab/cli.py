@@ -9,16 +9,16 @@ import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath
 
 import click
 
 import announcer
-from announcer.lab import frr, realiser
+from announcer.lab import frr, realiser, sysnode, sysplane
 from announcer.lab.apiserver.states import State
 from announcer.lab.fib import Fib
-from announcer.lab.netns import LabError, list_netns
+from announcer.lab.netns import LabError, list_netns, netns_pids
 from announcer.lab.node import NodeError, run_node
 from announcer.lab.topology import Topology, TopologyError, load_topology
 
@@ -218,6 +218,9 @@ def _announcer_state(topology: Topology, node: str) -> str:
     run_dir = topology.bind_source(node, _RUN_ANNOUNCER)
     if run_dir is None:
         return "? (no /run/announcer bind)"
+    if sysnode.wants_systemd(topology.nodes[node].labels):
+        found = _systemd_status(topology, node)
+        return f"unreachable ({found['error']})" if "error" in found else _describe(found)
     try:
         answer = query(run_dir / _STATUS_SOCKET, {"op": "status"}, timeout=2.0)
     except DaemonUnreachable as exc:
@@ -225,6 +228,18 @@ def _announcer_state(topology: Topology, node: str) -> str:
     snapshot = answer.get("status")
     if not isinstance(snapshot, dict):
         return f"? ({answer.get('error', 'no status')})"
+    return _describe(snapshot)
+
+
+def _systemd_status(topology: Topology, node: str) -> dict[str, object]:
+    """A systemd node's daemon status: its socket is inside, so the command runs there."""
+    pid = sysnode.container_in(netns_pids(topology.netns(node)))
+    if pid is None:
+        return {"error": "its systemd container is not running"}
+    return sysplane.daemon_status(pid)
+
+
+def _describe(snapshot: Mapping[str, object]) -> str:
     vips = snapshot.get("vips")
     vips = vips if isinstance(vips, list) else []
     count = sum(1 for vip in vips if isinstance(vip, dict) and vip.get("announced") is True)

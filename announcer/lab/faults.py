@@ -6,8 +6,12 @@ link is cut with iptables DROP rules on the node's side inside its namespace (in
 dual-homed lab eth1 is the node's uplink to leaf1: an uplink cut); the edge routers (r1, or
 both leaves) are poked with vtysh or by restarting their bgpd, a router's bfdd is restarted,
 and a router fails whole (`router_down`: its links silent, its daemons killed); commands run
-inside a node the way `announcer lab exec` runs them. Every function returns once its action
-is done, so the caller's `time.monotonic()` taken just before the call is the fault's time.
+inside a node the way `announcer lab exec` runs them. On a systemd node
+(`announcer.lab/init: systemd`) commands run through `nsenter` into its container's PID 1,
+the daemon's status socket is reached through that PID's `/proc/PID/root` (sampled ten times
+a second, it cannot afford a command per query), and systemd, not the lab, starts the daemon
+again. Every function returns once its action is done, so the caller's `time.monotonic()`
+taken just before the call is the fault's time.
 
 Configuration faults go through `override.ConfigOverride` (the repository's files are never
 touched); `swap_ca` rewrites the node's lab copy of the cluster CA.
@@ -27,7 +31,7 @@ from dataclasses import dataclass
 from ipaddress import ip_interface
 from pathlib import Path, PurePosixPath
 
-from announcer.lab import frr, netns, realiser, routers
+from announcer.lab import frr, netns, realiser, routers, sysnode, sysplane
 from announcer.lab.apiserver.control import ControlError, request
 from announcer.lab.fib import IPNetwork
 from announcer.lab.netns import LabError
@@ -86,6 +90,30 @@ class FaultError(LabError):
     """A fault could not be injected or undone; the message says which and why."""
 
 
+_CONTAINERS: dict[str, netns.ProcessId] = {}
+
+
+def container(topology: Topology, node: str) -> int | None:
+    """The PID 1 of `node`'s systemd container, None for a light node."""
+    if not sysnode.wants_systemd(topology.nodes[node].labels):
+        return None
+    name = topology.netns(node)
+    known = _CONTAINERS.get(name)
+    if known is not None and netns.alive(known):
+        return known.pid
+    pid = sysnode.container_in(netns.netns_pids(name))
+    proc = None if pid is None else netns.process_id(pid)
+    if proc is None:
+        raise FaultError(f"{node}: its systemd container is not running")
+    _CONTAINERS[name] = proc
+    return proc.pid
+
+
+def run_dir_inside(topology: Topology, node: str) -> PurePosixPath:
+    """Where the node's lab run directory (`host_path(..., RUN_DIR)`) is seen inside it."""
+    return RUN_DIR if container(topology, node) is None else PurePosixPath(sysnode.LAB_RUN)
+
+
 @dataclass(frozen=True, slots=True)
 class NodeProcess:
     pid: int
@@ -140,15 +168,12 @@ def forge_into_relay(topology: Topology, node: str, user: str, *, fd: int, line:
     relay = find(topology, node, "relay")
     if relay is None:
         raise FaultError(f"{node}: no relay process to write to")
-    try:
-        account = pwd.getpwnam(user)
-    except KeyError:
-        raise FaultError(f"{node}: no user {user!r} to write as") from None
+    uid, gid = _account(topology, node, user)
     argv = ["/usr/bin/python3", "-I", "-c", _WRITE_AS, f"/proc/{relay.pid}/fd/{fd}", line]
     result = subprocess.run(
         argv,
-        user=account.pw_uid,
-        group=account.pw_gid,
+        user=uid,
+        group=gid,
         extra_groups=[],
         capture_output=True,
         text=True,
@@ -156,6 +181,22 @@ def forge_into_relay(topology: Topology, node: str, user: str, *, fd: int, line:
         check=False,
     )
     return result.stdout.strip() or result.stderr.strip()[-200:] or f"exit {result.returncode}"
+
+
+def _account(topology: Topology, node: str, user: str) -> tuple[int, int]:
+    """`user`'s uid and gid as `node` knows them (a systemd node has its own /etc/passwd)."""
+    pid = container(topology, node)
+    if pid is None:
+        try:
+            account = pwd.getpwnam(user)
+        except KeyError:
+            raise FaultError(f"{node}: no user {user!r} to write as") from None
+        return account.pw_uid, account.pw_gid
+    passwd = sysnode.path_inside(pid, PurePosixPath("/etc/passwd")).read_text()
+    for fields in (entry.split(":") for entry in passwd.splitlines()):
+        if fields[0] == user and len(fields) > 3:
+            return int(fields[2]), int(fields[3])
+    raise FaultError(f"{node}: no user {user!r} in its /etc/passwd to write as")
 
 
 def kill(pid: int, sig: signal.Signals) -> None:
@@ -198,8 +239,10 @@ def set_apiserver(
 
 def status(topology: Topology, node: str, *, timeout: float = 0.5) -> dict[str, object] | None:
     """The daemon's status snapshot (`announcer status --json`), or None if unreachable."""
+    pid = container(topology, node)
+    path = host_path(topology, node, _STATUS) if pid is None else sysnode.path_inside(pid, _STATUS)
     try:
-        answer = query(host_path(topology, node, _STATUS), {"op": "status"}, timeout=timeout)
+        answer = query(path, {"op": "status"}, timeout=timeout)
     except DaemonUnreachable:
         return None
     snapshot = answer.get("status")
@@ -210,8 +253,12 @@ def run_in_node(
     topology: Topology, node: str, argv: Sequence[str], *, timeout: float = 30.0
 ) -> subprocess.CompletedProcess[str]:
     """Run `argv` inside `node` (as `announcer lab exec` does) to completion."""
-    command = realiser.node_command(topology, node, argv)
-    env = realiser.node_environment(topology, node)
+    pid = container(topology, node)
+    if pid is None:
+        command = realiser.node_command(topology, node, argv)
+        env = realiser.node_environment(topology, node)
+    else:
+        command, env = sysnode.inside_argv(pid, argv), dict(sysnode.NODE_ENV)
     try:
         return subprocess.run(
             command, env=env, capture_output=True, text=True, timeout=timeout, check=False
@@ -230,7 +277,14 @@ def drain(topology: Topology, node: str, *, undo: bool = False) -> None:
 
 def restart_node(topology: Topology, node: str) -> None:
     """Stop `node`'s main process (its children in order, the daemon with its graceful
-    stop), kill what is left in its namespace, and start the main process anew."""
+    stop), kill what is left in its namespace, and start the main process anew. On a systemd
+    node: `systemctl restart` of the fake apiserver and the service."""
+    if container(topology, node) is not None:
+        argv = ["systemctl", "restart", sysplane.APISERVER_UNIT, "announcer.service"]
+        result = run_in_node(topology, node, argv, timeout=2 * _STOP_TIMEOUT)
+        if result.returncode != 0:
+            raise FaultError(f"{node}: {' '.join(argv)}: {result.stderr.strip()}")
+        return
     spec = topology.nodes[node]
     if not spec.cmd:
         raise FaultError(f"{node} has no main process to restart")

@@ -7,8 +7,10 @@ and every write is gone when the tmpfs is unmounted. `systemd-nspawn --boot` run
 PID 1 of its own PID namespace inside the node's network namespace (the recipe measured on this
 kind of machine: `--register=no --keep-unit --capability=CAP_NET_ADMIN systemd.firstboot=off`).
 Units the host has enabled (frr, databases, timers) are masked inside. Commands run inside
-through `nsenter` into the container's PID 1. The node's `run` directory is bound at
-`/run/announcer-lab` for the fake apiserver's control socket.
+through `nsenter` into the container's PID 1 (`container_in` finds it from the node's
+network namespace); a file or socket inside is reached as `/proc/<PID 1>/root/...`. The
+node's `run` directory is bound at `/run/announcer-lab` for the fake apiserver's control
+socket.
 
 It owns booting, entering, powering off and unmounting these nodes; it must not decide what
 runs in a node (`sysplane` does for control-plane nodes) nor touch another node or the
@@ -24,7 +26,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Final
 
 from announcer.lab.netns import LabError, spawn_detached
@@ -35,6 +37,9 @@ LAB_RUN: Final = Path("/run/announcer-lab")
 BOOT_TIMEOUT: Final = 60.0
 POWER_OFF_TIMEOUT: Final = 60.0
 _HOST_UNITS: Final = Path("/etc/systemd/system")
+# A command run inside finds the node's programs (the package's /usr/bin/announcer), never a
+# development install that the caller's PATH may put first.
+NODE_ENV: Final = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 _TOOLS: Final = ("systemd-nspawn", "nsenter", "mount", "umount")
 
 
@@ -105,9 +110,34 @@ def container_pid(nspawn: int, *, timeout: float = BOOT_TIMEOUT) -> int:
     raise LabError(f"systemd-nspawn (pid {nspawn}) started no container in {timeout:.0f} s")
 
 
+def container_in(netns_pids: Sequence[int]) -> int | None:
+    """The PID 1 (host pid) of the container running in a namespace whose processes are
+    `netns_pids`: its `systemd`, child of a systemd-nspawn; None if no container runs."""
+    for pid in netns_pids:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if Path(f"/proc/{pid}/comm").read_text().strip() != "systemd":
+                continue
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            parent = int(stat[stat.rindex(")") + 2 :].split()[1])
+            if Path(f"/proc/{parent}/comm").read_text().strip() == "systemd-nspawn":
+                return pid
+    return None
+
+
+def path_inside(pid: int, path: PurePosixPath) -> Path:
+    """`path` of the container whose PID 1 is `pid`, as the host reaches it (through
+    /proc/PID/root: a socket there can be connected to without entering the container)."""
+    return Path(f"/proc/{pid}/root") / path.relative_to("/")
+
+
+def inside_argv(pid: int, argv: Sequence[str | Path]) -> list[str]:
+    """argv running `argv` in every namespace of the container whose PID 1 is `pid`."""
+    return ["nsenter", "-t", str(pid), "-a", *(str(arg) for arg in argv)]
+
+
 def inside(pid: int, argv: Sequence[str | Path], *, timeout: float = 120.0) -> str:
     """Run `argv` in every namespace of the container whose PID 1 is `pid`; its stdout."""
-    return _run(["nsenter", "-t", str(pid), "-a", *argv], timeout=timeout)
+    return _run(inside_argv(pid, argv), timeout=timeout)
 
 
 def wait_booted(pid: int, *, timeout: float = BOOT_TIMEOUT) -> str:

@@ -9,9 +9,11 @@ own /etc or /opt: every file goes into the node's overlay.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
+import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,6 +26,7 @@ from announcer.lab.sysnode import inside
 from announcer.lab.topology import Topology
 
 LAB_DEB_ENV: Final = "ANNOUNCER_LAB_DEB"
+APISERVER_UNIT: Final = "lab-apiserver.service"
 
 
 def start_control_plane(
@@ -94,17 +97,17 @@ def configure(root: Path, *, config: Path, pki: Path) -> None:
 
 
 def start_apiserver(pid: int, root: Path, argv: Sequence[str]) -> None:
-    """The fake apiserver as the enabled unit lab-apiserver.service, the stand-in for a
+    """The fake apiserver as the enabled unit `APISERVER_UNIT`, the stand-in for a
     kube-apiserver static pod: it comes back when the node boots again."""
     command = " ".join(shlex.quote(word) for word in argv)
-    unit = root / "etc/systemd/system/lab-apiserver.service"
+    unit = root / "etc/systemd/system" / APISERVER_UNIT
     unit.write_text(
         "[Unit]\nDescription=the lab's fake kube-apiserver\n"
         f"[Service]\nExecStart={command}\nRestart=always\n"
         "[Install]\nWantedBy=multi-user.target\n"
     )
     inside(pid, ["systemctl", "daemon-reload"])
-    inside(pid, ["systemctl", "enable", "--now", "--quiet", "lab-apiserver.service"])
+    inside(pid, ["systemctl", "enable", "--now", "--quiet", APISERVER_UNIT])
 
 
 def start_service(pid: int) -> float:
@@ -112,3 +115,20 @@ def start_service(pid: int) -> float:
     start = time.monotonic()
     inside(pid, ["systemctl", "start", "announcer.service"])
     return time.monotonic() - start
+
+
+def daemon_status(pid: int, *, timeout: float = 30.0) -> dict[str, object]:
+    """`announcer status --json` run inside the node (its socket is in the node's own /run):
+    the daemon's snapshot, or `{"error": why}` when there is none."""
+    argv = sysnode.inside_argv(pid, ["announcer", "status", "--json"])
+    try:
+        result = subprocess.run(
+            argv, env=sysnode.NODE_ENV, capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"`announcer status --json` gave no answer within {timeout:g} s"}
+    try:
+        answer = json.loads(result.stdout)
+    except ValueError:
+        return {"error": result.stderr.strip()[-200:] or f"exit {result.returncode}, no JSON"}
+    return dict(answer) if isinstance(answer, dict) else {"error": f"not an object: {answer!r}"}

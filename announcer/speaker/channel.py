@@ -5,7 +5,9 @@ one command may be in flight (a lock enforces it) and an ack belongs to the comm
 Once a command is abandoned (no ack in time, or the caller cancelled), a late ack could no
 longer be told from the next command's: the channel closes instead, which makes the relay exit,
 ExaBGP start a new one and the daemon replay its desired routes on the new connection.
-JSON lines are events, passed on typed; anything else is logged and skipped, never fatal.
+JSON lines are events, passed on typed; the text answer of `version` ("exabgp 5.0.x", before
+its `done`) is a liveness check's and is skipped quietly; anything else is logged and skipped,
+never fatal.
 
 Must not: decide what to send (routes.py and the core do), reconnect, or block on a
 heartbeat.
@@ -50,6 +52,11 @@ class Channel:
         self._pending: asyncio.Future[bool] | None = None
         self._closed: str | None = None  # why no command can be sent any more
         self._finished = asyncio.Event()
+
+    @property
+    def busy(self) -> bool:
+        """True while a command is in flight (or waiting for the one in flight)."""
+        return self._lock.locked()
 
     @property
     def closed(self) -> bool:
@@ -141,6 +148,8 @@ class Channel:
             self._refuse("exabgp is shutting down")
         elif line.startswith("{"):
             self._event(line)
+        elif line.startswith("exabgp "):
+            log.debug("exabgp answered: %s", line[:200])
         else:
             log.warning("ignored a line from exabgp: %r", line[:200])
 

@@ -123,13 +123,17 @@ async def drain(stream: asyncio.StreamReader, *, pid: int) -> None:
     """Log every line of `stream` as one INFO record on `announcer.exabgp`, until EOF.
 
     ExaBGP's lines carry no level (its short format is `<category> <message>`), so none is
-    guessed: the daemon logs ExaBGP's exits and failures itself, at their proper level."""
+    guessed: the daemon logs ExaBGP's exits and failures itself, at their proper level.
+    Never raises: it runs in the supervisor's task group, where a failure would stop ExaBGP."""
     while True:
         try:
             line = await stream.readline()
         except ValueError:  # a line over the reader's limit: asyncio dropped it
             exabgp_log.info("(overlong line dropped)", extra={"exabgp_pid": pid})
             continue
+        except OSError as error:  # the pipe failed: nothing more will come
+            log.warning("reading exabgp's output failed: %s", error, extra={"exabgp_pid": pid})
+            return
         if not line:
             return
         text = line.decode("utf-8", "replace").rstrip()

@@ -6,6 +6,11 @@ relay must be a child of the ExaBGP it started. Each connection becomes a `Chann
 learns through `on_event` when one appears (`Connected`: replay everything) or goes
 (`Disconnected`), and when a BGP session changes (`SessionChanged`).
 
+Every task it starts has an owner that awaits it: the supervisor is awaited by `stop()`, the
+output drains and the stopper live in a task group of each ExaBGP run, and relay connections
+(handlers the unix server does not await) are awaited by `stop()`, cancelled past the grace
+period; none is pending when `stop()` returns.
+
 Must not: decide what to announce, send commands itself or send heartbeats (the decision loop
 does: a heartbeat proves that loop is alive, not just this task).
 """
@@ -16,10 +21,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential
 
@@ -155,10 +160,8 @@ class Speaker:
         self._stopping.set()
         if self._supervisor is not None:
             await asyncio.wait({self._supervisor})  # unlike `await`, quiet if it was cancelled
-        if self._connections:
-            _, late = await asyncio.wait(self._connections, timeout=self._grace)
-            for task in late:
-                task.cancel()
+        if self._connections:  # the server does not await its handlers: they are ours
+            await settle(set(self._connections), grace=self._grace)
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -251,33 +254,33 @@ class Speaker:
         return process
 
     async def _wait(self, process: asyncio.subprocess.Process) -> str:
-        """Drain ExaBGP's output until it exits, or stop it when asked; why it ended."""
+        """Drain ExaBGP's output until it exits, or stop it when asked; why it ended. Every
+        task started here (the output drains, the stopper) has ended when this returns."""
         assert process.stdout is not None and process.stderr is not None
-        drains = [
-            asyncio.create_task(launch.drain(stream, pid=process.pid))
-            for stream in (process.stdout, process.stderr)
-        ]
-        exited = asyncio.create_task(process.wait())
-        stopping = asyncio.create_task(self._stopping.wait())
-        try:
-            await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            if not exited.done():
-                await self._terminate(process)
-            code = await exited
-            self._emit(Exited(f"exabgp ended with code {code}"))
-        finally:
-            stopping.cancel()
-            if process.returncode is None:  # cancelled: never leave ExaBGP running unowned
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
-                await process.wait()
-            # The relay shares ExaBGP's stderr; it dies with ExaBGP, so EOF follows shortly.
-            await asyncio.wait(drains, timeout=_DRAIN_GRACE)
-            for task in drains:
-                task.cancel()
+        async with asyncio.TaskGroup() as tasks:
+            drains = [
+                tasks.create_task(launch.drain(stream, pid=process.pid), name="exabgp-output")
+                for stream in (process.stdout, process.stderr)
+            ]
+            stopper = tasks.create_task(self._stop_when_asked(process), name="exabgp-stopper")
+            try:
+                code = await process.wait()
+                self._emit(Exited(f"exabgp ended with code {code}"))
+            finally:
+                stopper.cancel()
+                if process.returncode is None:  # cancelled: never leave ExaBGP running unowned
+                    with contextlib.suppress(ProcessLookupError):
+                        process.kill()
+                    await process.wait()
+                # The relay shares ExaBGP's stderr; it dies with ExaBGP, so EOF follows shortly.
+                await settle(drains, grace=_DRAIN_GRACE)
         return (
             f"exabgp exited with code {code}" if code >= 0 else f"exabgp killed by signal {-code}"
         )
+
+    async def _stop_when_asked(self, process: asyncio.subprocess.Process) -> None:
+        await self._stopping.wait()
+        await self._terminate(process)
 
     async def _terminate(self, process: asyncio.subprocess.Process) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -360,3 +363,14 @@ class Speaker:
             self._on_event(event)
         except Exception:
             log.exception("speaker event listener failed on %r", event)
+
+
+async def settle(tasks: Collection[asyncio.Task[Any]], *, grace: float) -> None:
+    """Let `tasks` end within `grace` seconds, cancel the rest, and wait until all have ended:
+    whoever calls this owns them, and none outlives it."""
+    if not tasks:
+        return
+    _, late = await asyncio.wait(tasks, timeout=grace)
+    for task in late:
+        task.cancel()
+    await asyncio.gather(*late, return_exceptions=True)

@@ -16,8 +16,8 @@ bgp:
   router_id: 192.0.2.2
   local_as: 65100
   neighbors:
-    - {address: 192.0.2.1, peer_as: 65000, NEIGHBOR}
-    - {address: 192.0.2.5, peer_as: 65000}
+    - {address: 192.0.2.1, peer_as: 65000, local_address: 192.0.2.2, NEIGHBOR}
+    - {address: 192.0.2.5, peer_as: 65000, local_address: 192.0.2.6}
 """
 
 
@@ -119,3 +119,19 @@ def test_a_section_that_is_not_a_mapping() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config(data)
     assert [str(error) for error in caught.value.errors] == ["bfd: [1] is not a mapping"]
+
+
+def test_bfd_needs_the_local_address_and_the_error_names_the_neighbor() -> None:
+    text = BASE.replace(", local_address: 192.0.2.6", "").replace(", NEIGHBOR", "")
+    with pytest.raises(ConfigError) as caught:
+        parse_config(yaml.safe_load(text + "bfd: {enabled: true}\n"))
+    assert str(caught.value) == (
+        "bgp.neighbors[1].local_address: is required for neighbor 192.0.2.5 because bfd is "
+        "enabled (BFD sends from this address and the router checks it)"
+    )
+    off = text + "bfd: {enabled: true}\n"
+    off = off.replace(
+        "{address: 192.0.2.5, peer_as: 65000}",
+        "{address: 192.0.2.5, peer_as: 65000, bfd: {enabled: false}}",
+    )
+    assert parse_config(yaml.safe_load(off)).bgp.neighbors[1].local_address is None

@@ -1,9 +1,9 @@
 """The dual-homed lab (containerlab/dual-homed.clab.yml) realised with network namespaces and
 host FRR: every node's BGP sessions establish on both leaves, the leaves install every node's
 path to the VIPs, the spine spreads them over both leaves, and the spine-leaf BFD sessions run
-in the leaves' and the spine's bfdd. Then announcer's BFD, run in cp1's namespace, against
-the leaves' `neighbor X bfd`: the sessions come up, and a node whose BFD falls silent leaves
-both leaves' FIBs within the BFD time.
+in the leaves' and the spine's bfdd, and every node's daemon runs BFD with both leaves (its
+configuration enables it). Then a node whose BFD falls silent (its packets dropped on the way
+out) leaves both leaves' FIBs within the BFD time.
 
 The realiser's own convergence check knows a single router (the simple lab's r1); this test
 supplies the dual-homed one (all routers' sessions Established) and then checks the FIBs.
@@ -19,9 +19,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_add
 from pathlib import Path
 
 import pytest
-from test_bfd_frr import inside
 
-from announcer.bfd import BfdService, Profile, SessionKey
 from announcer.lab import frr, realiser
 from announcer.lab.fib import Fib
 from announcer.lab.topology import Topology, load_topology
@@ -124,14 +122,13 @@ def test_spine_and_leaves_run_bfd(lab: Topology) -> None:
         return len(peers) == 4 and all(peer.status == "up" for peer in peers)
 
     poll(spine_sessions_up, "the spine's four BFD sessions (leaves, IPv4 and IPv6)")
-    leaf = frr.bfd_peers(lab.netns("leaf1"))
-    # Six sessions toward the nodes (down: their daemon does not run BFD yet, and BGP is up
-    # regardless) and two toward the spine.
-    assert len(leaf) == 8
-    assert {peer.address for peer in leaf if peer.status == "up"} == {
-        "192.0.2.33",
-        "2001:db8:31::1",
-    }
+
+    def leaf_sessions_up() -> bool:
+        # Six sessions toward the nodes (each node's daemon runs BFD) and two to the spine.
+        peers = frr.bfd_peers(lab.netns("leaf1"))
+        return len(peers) == 8 and all(peer.status == "up" for peer in peers)
+
+    poll(leaf_sessions_up, "leaf1's eight BFD sessions (the nodes' daemons, the spine)")
 
 
 # cp1's four BGP neighbors, as (leaf, leaf's address, cp1's address); and leaf -> cp1's path.
@@ -166,34 +163,29 @@ def cp1_paths(lab: Topology) -> dict[str, bool]:
 
 
 def test_the_leaves_withdraw_a_node_whose_bfd_falls_silent(lab: Topology) -> None:
-    """announcer's BFD in cp1 against the leaves' `neighbor X bfd`: the sessions come up;
-    when cp1's BFD packets stop (dropped on the way out), both leaves take cp1's path out of
-    their FIB within the BFD time, not the 90 s hold time."""
-    keys = [SessionKey(ip_address(leaf), ip_address(node)) for _, leaf, node in CP1_SESSIONS]
+    """cp1's daemon's BFD against the leaves' `neighbor X bfd`: the sessions are up; when
+    cp1's BFD packets stop (dropped on the way out), both leaves take cp1's path out of their
+    FIB within the BFD time, not the 90 s hold time."""
     cp1 = lab.netns("cp1")
     drop = ["udp", "--dport", "3784", "-j", "DROP"]
     iptables = [("iptables", "OUTPUT", "-p", *drop), ("ip6tables", "OUTPUT", "-p", *drop)]
 
     async def scenario() -> float:
-        async with BfdService() as service:
-            for key in keys:
-                service.add(key, Profile())
-            await asyncio.to_thread(poll, lambda: cp1_bfd_up(lab), "the leaves' BFD to cp1")
-            await asyncio.to_thread(poll, lambda: all(cp1_paths(lab).values()), "cp1's paths")
+        await asyncio.to_thread(poll, lambda: cp1_bfd_up(lab), "the leaves' BFD to cp1")
+        await asyncio.to_thread(poll, lambda: all(cp1_paths(lab).values()), "cp1's paths")
+        for program, chain, *rule in iptables:
+            await run("ip", "netns", "exec", cp1, program, "-A", chain, *rule)
+        fault = time.monotonic()
+        try:
+            await asyncio.to_thread(
+                poll, lambda: not any(cp1_paths(lab).values()), "cp1 out of both FIBs"
+            )
+            return time.monotonic() - fault
+        finally:
             for program, chain, *rule in iptables:
-                await run("ip", "netns", "exec", cp1, program, "-A", chain, *rule)
-            fault = time.monotonic()
-            try:
-                await asyncio.to_thread(
-                    poll, lambda: not any(cp1_paths(lab).values()), "cp1 out of both FIBs"
-                )
-                return time.monotonic() - fault
-            finally:
-                for program, chain, *rule in iptables:
-                    await run("ip", "netns", "exec", cp1, program, "-D", chain, *rule)
+                await run("ip", "netns", "exec", cp1, program, "-D", chain, *rule)
 
-    with inside(cp1):
-        elapsed = asyncio.run(scenario())
+    elapsed = asyncio.run(scenario())
     print(f"cp1 out of both leaves' FIBs {elapsed:.3f} s after its BFD packets stopped")
     assert elapsed <= WITHDRAWN_WITHIN
 

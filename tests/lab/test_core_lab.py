@@ -5,7 +5,13 @@
   may route it there;
 - SIGTERM during a drain: the graceful phase is not started again;
 - `drain --wait` racing a stop: the client is not told "withdrawn" by a daemon that is
-  stopping.
+  stopping;
+- a probe that hangs in connection setup (the apiserver's SYNs dropped): the probe ends at
+  its own deadline, the node withdraws within fall probes, and the loop that feeds the
+  relay's heartbeat never waits on the stuck connect (ExaBGP is not restarted);
+- a stopped (SIGSTOP) ExaBGP, whose TCP sessions stay open: it stops answering the liveness
+  check, is killed (r1 drops cp1's path at once, not after its hold time) and restarted, and
+  meanwhile cp1's status does not say it announces.
 """
 
 from __future__ import annotations
@@ -31,12 +37,18 @@ from test_announcer import (
     node_processes,
     path_from,
     r1_paths,
+    status,
+    wait_fib,
+    with_,
+    without,
 )
 
 from announcer.daemon import ACK_TIMEOUT
 from announcer.lab import netns
 from announcer.lab.fib import Fib, wait_for
 from announcer.lab.topology import Topology
+from announcer.liveness import BOUND, INTERVAL
+from announcer.status_protocol import ProbeStatus, StatusSnapshot
 
 topology = test_announcer.topology  # the lab, converged and checked before and after
 
@@ -134,3 +146,79 @@ def test_drain_wait_racing_a_stop_is_not_told_withdrawn(topology: Topology) -> N
     print(f"drain --wait, then SIGTERM: exit {drain.returncode}, said {(out + err).strip()!r}")
     assert drain.returncode != 0
     assert "drained: routes withdrawn" not in out
+
+
+def probe_after(topology: Topology, node: str, since: float) -> ProbeStatus | None:
+    """`node`'s last probe if it was made after `since` (wall clock)."""
+    probe = status(topology, node).last_probe
+    return probe if probe is not None and probe.at > since else None
+
+
+@netns_test
+def test_a_probe_hanging_in_connect_withdraws_within_fall_probes(topology: Topology) -> None:
+    settings = node_config(topology, "cp1").apiserver
+    bound = settings.fall * settings.interval + settings.timeout + 1.0  # and BGP to r1
+    gateway = GATEWAYS["cp1"][4]
+    before = status(topology, "cp1").exabgp
+    with Fib(topology.netns("r1")) as fib:
+        start = time.monotonic()
+        apiserver(topology, "cp1", "connect-hang")
+        wait_for(lambda: gateway not in fib.nexthops(VIP4), 15.0, interval=0.01)
+        left = time.monotonic() - start
+    # Let several probes hang in connect and time out; each must end at its own deadline.
+    at = status(topology, "cp1").last_probe
+    assert at is not None
+    probe = wait_for(
+        lambda: probe_after(topology, "cp1", at.at + 3 * settings.interval), 10.0, what="probes"
+    )
+    after = status(topology, "cp1")
+    print(
+        f"apiserver's SYNs dropped: cp1 left r1's FIB in {left:.2f} s (bound {bound:.2f} s); "
+        f"last probe {probe.latency_ms:.0f} ms ({probe.reason}); timeout {settings.timeout:g} s; "
+        f"exabgp pid {before.pid} -> {after.exabgp.pid}, restarts {before.restarts} -> "
+        f"{after.exabgp.restarts}"
+    )
+    assert left < bound
+    assert not probe.ok
+    assert probe.latency_ms <= (settings.timeout + 0.5) * 1000  # ended at its deadline
+    assert (after.exabgp.pid, after.exabgp.restarts) == (before.pid, before.restarts)
+    assert not after.announced
+
+
+def is_exabgp_itself(argv: list[str]) -> bool:
+    return any(Path(arg).name == "exabgp" for arg in argv) and not is_relay(argv)
+
+
+@netns_test
+def test_a_stopped_exabgp_is_killed_within_the_liveness_bound(topology: Topology) -> None:
+    pids = node_processes(topology, "cp1", is_exabgp_itself)
+    assert len(pids) == 1, f"cp1's exabgp: {pids}"
+    proc = netns.process_id(pids[0])
+    assert proc is not None
+    with Fib(topology.netns("r1")) as fib:
+        os.kill(proc.pid, signal.SIGSTOP)  # wedged: its sessions stay open, it answers nothing
+        start = time.monotonic()
+        try:
+            left = wait_fib(fib, without("cp1"), 10.0, start=start)
+        finally:
+            with_pid_gone_ok(proc.pid, signal.SIGCONT)
+        during: list[StatusSnapshot] = []
+        while (snapshot := status(topology, "cp1")).exabgp.link != "connected":
+            during.append(snapshot)
+            assert time.monotonic() - start < RESTORE, "exabgp not back"
+        back = wait_fib(fib, with_("cp1"), RESTORE, start=start)
+    first = during[0] if during else None
+    shown = None if first is None else (first.announced, first.exabgp, first.neighbors[0].state)
+    print(f"exabgp SIGSTOP: cp1 left r1's FIB in {left:.3f} s (bound {INTERVAL + BOUND:g} s "
+          f"+ the kill), back in {back:.2f} s; status while killed: {shown}")  # fmt: skip
+    assert left <= INTERVAL + BOUND + 0.3
+    assert not netns.alive(proc)
+    assert snapshot.exabgp.pid != proc.pid
+    assert during, "the status never showed exabgp killed"
+    assert first is not None and first.exabgp.killed_for == "exabgp did not answer in time"
+    for seen in during:  # the status never takes the word of the killed process
+        assert not seen.announced
+        assert all(n.state != "up" for n in seen.neighbors)
+
+
+RESTORE = 20.0

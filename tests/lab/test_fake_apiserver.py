@@ -675,3 +675,20 @@ def test_process_serves_until_sigterm(pki: LabPki, tmp_path: Path) -> None:
     assert process.returncode == 0, stderr
     assert "state starting -> ready" in stderr
     assert not sock.exists()
+
+
+def test_connect_hang_neither_accepts_nor_refuses_a_tcp_connect(server: Background) -> None:
+    server.get("/readyz")  # a pooled connection, dropped by the state change
+    reply = server.set("connect-hang")
+    assert (reply["state"], reply["listening"], reply["connections"]) == ("connect-hang", False, 0)
+    probe = socket.socket()
+    try:
+        probe.settimeout(0.5)
+        with pytest.raises(TimeoutError):  # not refused: the SYN is dropped
+            probe.connect(("127.0.0.1", server.port))
+    finally:
+        probe.close()
+    with pytest.raises(httpx.ConnectTimeout):
+        server.get("/readyz", timeout=0.3)
+    server.set("ready")
+    assert server.get("/readyz").content == b"ok"

@@ -21,7 +21,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -251,30 +251,41 @@ class Daemon:
             await asyncio.sleep(HEARTBEAT_TIMEOUT / 5)
 
 
-def test_announce_survive_a_killed_exabgp_and_withdraw_on_stop(lab: Lab) -> None:
-    async def test() -> None:
-        daemon = Daemon()
-        speaker = Speaker(lab.config(), on_event=daemon, backoff=Backoff(initial=0.1))
-        beat = asyncio.create_task(daemon.heartbeats())
+@contextlib.asynccontextmanager
+async def supervised(lab: Lab) -> AsyncIterator[tuple[Daemon, Speaker]]:
+    """A Speaker for `lab` and the daemon's side of it (events, heartbeats), started; on the
+    way out the Speaker is stopped and the heartbeat task ended (and awaited)."""
+    daemon = Daemon()
+    speaker = Speaker(lab.config(), on_event=daemon, backoff=Backoff(initial=0.1))
+    async with asyncio.TaskGroup() as tasks:
+        beat = tasks.create_task(daemon.heartbeats())
         await speaker.start()
         try:
-            channel = await daemon.connected()
-            assert await channel.send(ANNOUNCE, timeout=5) is True
-            await daemon.session_up()
-            await asyncio.to_thread(lab.wait_for_route, present=True)
+            yield daemon, speaker
+        finally:
+            await speaker.stop()
+            beat.cancel()
 
+
+async def announced(daemon: Daemon, lab: Lab) -> Channel:
+    """Announce the VIP through the next relay connection; wait for it in the router's FIB."""
+    channel = await daemon.connected()
+    assert await channel.send(ANNOUNCE, timeout=5) is True
+    await daemon.session_up()
+    await asyncio.to_thread(lab.wait_for_route, present=True)
+    return channel
+
+
+def test_announce_survive_a_killed_exabgp_and_withdraw_on_stop(lab: Lab) -> None:
+    async def test() -> None:
+        async with supervised(lab) as (daemon, speaker):
+            await announced(daemon, lab)
             assert speaker.pid is not None
             os.kill(speaker.pid, signal.SIGKILL)
             await daemon.until(lambda e: isinstance(e, Disconnected))
             await asyncio.to_thread(lab.wait_for_route, present=False)  # the session dropped
-            channel = await daemon.connected()  # a new ExaBGP: replay, as the reconciler does
+            await announced(daemon, lab)  # a new ExaBGP: replay, as the reconciler does
             assert speaker.restarts == 1
-            assert await channel.send(ANNOUNCE, timeout=5) is True
-            await daemon.session_up()
-            await asyncio.to_thread(lab.wait_for_route, present=True)
-        finally:
-            await speaker.stop()
-            beat.cancel()
         await asyncio.to_thread(lab.wait_for_route, present=False)
         assert speaker.pid is None
 
@@ -284,15 +295,8 @@ def test_announce_survive_a_killed_exabgp_and_withdraw_on_stop(lab: Lab) -> None
 
 def test_missed_heartbeats_make_the_relay_kill_exabgp(lab: Lab) -> None:
     async def test() -> None:
-        daemon = Daemon()
-        speaker = Speaker(lab.config(), on_event=daemon, backoff=Backoff(initial=0.1))
-        beat = asyncio.create_task(daemon.heartbeats())
-        await speaker.start()
-        try:
-            channel = await daemon.connected()
-            assert await channel.send(ANNOUNCE, timeout=5) is True
-            await daemon.session_up()
-            await asyncio.to_thread(lab.wait_for_route, present=True)
+        async with supervised(lab) as (daemon, speaker):
+            await announced(daemon, lab)
             killed = speaker.pid
             daemon.beating = False  # as if the decision loop hung
             stopped = time.monotonic()
@@ -302,9 +306,6 @@ def test_missed_heartbeats_make_the_relay_kill_exabgp(lab: Lab) -> None:
             await asyncio.to_thread(lab.wait_for_route, present=False)
             await daemon.connected()
             assert speaker.restarts == 1 and speaker.pid != killed
-        finally:
-            await speaker.stop()
-            beat.cancel()
 
     with inside(lab.speaker):
         asyncio.run(test())
@@ -315,11 +316,7 @@ def test_a_lost_ack_kills_exabgp_and_a_new_one_connects(lab: Lab) -> None:
     kills ExaBGP (its sessions close: withdrawn); the Speaker starts a new one."""
 
     async def test() -> None:
-        daemon = Daemon()
-        speaker = Speaker(lab.config(), on_event=daemon, backoff=Backoff(initial=0.1))
-        beat = asyncio.create_task(daemon.heartbeats())
-        await speaker.start()
-        try:
+        async with supervised(lab) as (daemon, speaker):
             channel = await daemon.connected()
             exabgp = speaker.pid
             with pytest.raises(TimeoutError):  # gives up before ExaBGP can answer
@@ -329,9 +326,6 @@ def test_a_lost_ack_kills_exabgp_and_a_new_one_connects(lab: Lab) -> None:
             assert speaker.pid != exabgp and speaker.restarts == 1
             assert await channel.send(ANNOUNCE, timeout=5) is True
             await asyncio.to_thread(lab.wait_for_route, present=True)
-        finally:
-            await speaker.stop()
-            beat.cancel()
 
     with inside(lab.speaker):
         asyncio.run(test())

@@ -28,6 +28,7 @@ from announcer.speaker import (
     SessionState,
     Speaker,
     SpeakerEvent,
+    peer,
 )
 from announcer.speaker.process import SUPERVISOR_TASK
 
@@ -279,6 +280,36 @@ def test_a_cancelled_supervisor_leaves_no_exabgp_behind(fake_config: MakeConfig)
             assert not exists(pid)  # killed and reaped while the loop still runs
             assert speaker.pid is None
         finally:
+            await speaker.stop()
+
+    run(test)
+
+
+def test_stop_leaves_no_task_of_the_speaker_behind(
+    fake_config: MakeConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every task the speaker started (supervision, output drains, the stopper, relay
+    connections, even one still open past the grace period) has ended when `stop()` returns.
+    The peer check is the one seam replaced: a plain client passes for the relay and never
+    hangs up."""
+    monkeypatch.setattr(peer, "relay_refusal", lambda sock, pid: None)
+
+    async def test() -> None:
+        before = asyncio.all_tasks()
+        events = Recorder()
+        config = fake_config()
+        speaker = Speaker(config, on_event=events, grace=0.2)
+        await speaker.start()
+        client = socket.socket(socket.AF_UNIX)
+        try:
+            await events.until(Connected)
+            client.connect(str(RuntimePaths.of(config).socket))
+            await events.until(Connected)  # the client's, replacing the relay's
+            await speaker.stop()
+            stray = asyncio.all_tasks() - before - {asyncio.current_task()}
+            assert not stray, f"tasks of the speaker still pending after stop(): {stray}"
+        finally:
+            client.close()
             await speaker.stop()
 
     run(test)

@@ -1,7 +1,7 @@
 """Listen addresses of the fake apiserver: parsing `HOST:PORT` and binding sockets.
 
 Owns the `[::]:6443` dual-stack default (one IPv6 socket that also takes IPv4, as Go's
-listener does). It must not accept connections.
+listener does), and the jammed listener of `connect-hang`. It must not accept connections.
 """
 
 from __future__ import annotations
@@ -9,8 +9,10 @@ from __future__ import annotations
 import ipaddress
 import socket
 from dataclasses import dataclass
+from typing import Final
 
 DEFAULT_LISTEN = "[::]:6443"
+_JAM_TIMEOUT: Final = 5.0
 
 
 @dataclass(frozen=True)
@@ -49,3 +51,23 @@ def bind(address: ListenAddress) -> socket.socket:
     return socket.create_server(
         (address.host, address.port), family=socket.AF_INET6, dualstack_ipv6=dual
     )
+
+
+def jammed(address: ListenAddress) -> list[socket.socket]:
+    """A listener on `address` whose accept queue is full, and the connection filling it
+    (close both to end the jam). It never accepts, and with a backlog of 0 the queue holds
+    one connection: Linux then drops every SYN (a listen overflow), so a client's connect
+    neither succeeds nor is refused; it retransmits its SYN until its own deadline."""
+    listener = bind(address)
+    listener.listen(0)
+    ip = ipaddress.ip_address(address.host)
+    target = ("::1" if ip.version == 6 else "127.0.0.1") if ip.is_unspecified else address.host
+    filler = socket.socket(listener.family, socket.SOCK_STREAM)
+    try:
+        filler.settimeout(_JAM_TIMEOUT)
+        filler.connect((target, listener.getsockname()[1]))
+    except OSError:
+        filler.close()
+        listener.close()
+        raise
+    return [listener, filler]

@@ -1,10 +1,10 @@
 """The fake kube-apiserver: listeners, TLS, connections and run-time state.
 
-Owns the listening sockets (closed and reopened as the state asks), the TLS handshake (held
-back in `tls-stall`), answering requests through `routes` (held in `hang`, delayed in `slow`),
-the graceful shutdown sequence of the real apiserver and its death (`crash`: what the kernel
-does to a killed process's sockets). It must not parse the control
-protocol nor the command line.
+Owns the listening sockets (closed and reopened as the state asks, jammed in `connect-hang`
+so that a TCP connect never completes), the TLS handshake (held back in `tls-stall`),
+answering requests through `routes` (held in `hang`, delayed in `slow`), the graceful
+shutdown sequence of the real apiserver and its death (`crash`: what the kernel does to a
+killed process's sockets). It must not parse the control protocol nor the command line.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import socket
 import ssl
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -20,7 +21,7 @@ from announcer.lab.apiserver import routes
 from announcer.lab.apiserver.connection import Connection
 from announcer.lab.apiserver.credentials import peer_identity
 from announcer.lab.apiserver.http11 import BAD_REQUEST, BadRequestError, Request, Response, render
-from announcer.lab.apiserver.listen import ListenAddress, bind
+from announcer.lab.apiserver.listen import ListenAddress, bind, jammed
 from announcer.lab.apiserver.routes import Hold, Identity, View
 from announcer.lab.apiserver.states import Options, ShutdownPhase, State
 
@@ -55,6 +56,7 @@ class FakeApiserver:
         self._options = DEFAULT_OPTIONS
         self._phase = ShutdownPhase.NONE
         self._servers: list[asyncio.Server] = []
+        self._jam: list[socket.socket] = []  # connect-hang's full listeners and their fillers
         self._http_closing = False
         self._connections: set[Connection] = set()
         self._tracked = 0
@@ -101,6 +103,9 @@ class FakeApiserver:
         self._enter(state, options)
         if state in (State.STOPPED, State.CRASH):
             await self._halt()
+        elif state is State.CONNECT_HANG:
+            await self._halt()
+            self._jam_listeners()
         else:
             await self._open()
         if state is State.SHUTDOWN:
@@ -153,7 +158,20 @@ class FakeApiserver:
             self._sequence.cancel()
         self._sequence = None
 
+    def _jam_listeners(self) -> None:
+        """Listeners that take no connection, and refuse none either."""
+        self._unjam()
+        for address in self._listen:
+            self._jam.extend(jammed(address))
+        log.info("%s: listeners jammed on %s", self.node, ", ".join(map(str, self._listen)))
+
+    def _unjam(self) -> None:
+        for sock in self._jam:
+            sock.close()
+        self._jam.clear()
+
     async def _open(self) -> None:
+        self._unjam()
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()
@@ -177,6 +195,7 @@ class FakeApiserver:
     async def _halt(self) -> None:
         # Aborted, not closed: no close_notify, no linger, as when the process is killed.
         self._close_listeners()
+        self._unjam()
         connections = list(self._connections)
         for connection in connections:
             connection.abort()

@@ -21,6 +21,8 @@ class State(enum.StrEnum):
     # A killed process: listeners and every connection dropped at once, no close_notify.
     CRASH = "crash"
     HANG = "hang"
+    # The TCP connect never completes: the kernel drops every SYN (a full accept queue).
+    CONNECT_HANG = "connect-hang"
     TLS_STALL = "tls-stall"
     SLOW = "slow"
     UNAUTHORIZED = "unauthorized"
