@@ -55,15 +55,22 @@ def steps(t: Trial, router: str, gateways: frozenset[IPAddress]) -> list[timelin
     return timeline.presence(watcher.histories(), gateways)
 
 
-def via(t: Trial, router: str, gateways: frozenset[IPAddress]) -> bool:
-    """Whether `router` routes every VIP through one of `gateways`, right now."""
-    return timeline.value(steps(t, router, gateways), timeline.ALL, float("inf"))
+def gone(t: Trial, router: str, gateways: frozenset[IPAddress]) -> bool:
+    """Whether `router` routes no VIP through `gateways`, right now."""
+    return not timeline.value(steps(t, router, gateways), timeline.ANY, float("inf"))
 
 
-def left(t: Trial, router: str, gateways: frozenset[IPAddress], since: float) -> float | None:
-    """Seconds from `since` until `router` routed no VIP through `gateways`."""
-    at = timeline.first(steps(t, router, gateways), timeline.ANY, False, since)
-    return None if at is None else at - since
+def left_each(
+    t: Trial, router: str, gateways: frozenset[IPAddress], since: float, what: str, bound: float
+) -> list[Finding]:
+    """Per VIP: seconds from `since` until `router` no longer routed it through `gateways`."""
+    watcher = router_watcher(t, router)
+    found = []
+    for vip in t.vips:
+        steps = timeline.presence([watcher.history(vip)], gateways)
+        at = timeline.first(steps, timeline.ANY, False, since)
+        found.append(timed(f"{what} for {vip}", None if at is None else at - since, bound))
+    return found
 
 
 def never_without(t: Trial, router: str, gateways: frozenset[IPAddress], since: float) -> Finding:
@@ -131,8 +138,8 @@ def uplink_cut(t: Trial, node: str) -> list[Finding]:
     mine = t.gateways[node]
     t0 = free_all(t, "uplink cut")
     faults.drop_link(t.topology, node)
-    t.watcher.wait(lambda: not via(t, LEAF, mine), bound + 2.0)
-    found = [timed(f"{node} out of {LEAF}", left(t, LEAF, mine, t0), bound)]
+    t.watcher.wait(lambda: gone(t, LEAF, mine), bound + 2.0)
+    found = left_each(t, LEAF, mine, t0, f"{node} out of {LEAF}", bound)
     found.append(never_without(t, OTHER, mine, t0))
     undo = lambda: faults.drop_link(t.topology, node, undo=True)  # noqa: E731
     return [*found, back(t, node, undo, SESSION_BACK)]
@@ -149,8 +156,8 @@ def leaf_failure(t: Trial, node: str) -> list[Finding]:
     found = [bfd_before(t, SPINE, LEAF)]
     t0 = free_all(t, "leaf1 fails")
     faults.router_down(t.topology, LEAF)
-    t.watcher.wait(lambda: not via(t, SPINE, leaf), bound + 2.0)
-    found.append(timed(f"{SPINE} off {LEAF}", left(t, SPINE, leaf, t0), bound))
+    t.watcher.wait(lambda: gone(t, SPINE, leaf), bound + 2.0)
+    found += left_each(t, SPINE, leaf, t0, f"{SPINE} off {LEAF}", bound)
     found.append(Finding(seen_from(t, SPINE, LEAF), True))  # what explains the timing
     t.watcher.wait(lambda: False, OBSERVED)
     found.append(never_without(t, SPINE, other, t0))
