@@ -136,10 +136,12 @@ def uplink_cut(t: Trial, node: str) -> list[Finding]:
     )
     bound = bfd + MARGIN
     mine = t.gateways[node]
+    before = bfd_before(t, LEAF, node)
     t0 = free_all(t, "uplink cut")
     faults.drop_link(t.topology, node)
     t.watcher.wait(lambda: gone(t, LEAF, mine), bound + 2.0)
-    found = left_each(t, LEAF, mine, t0, f"{node} out of {LEAF}", bound)
+    found = [before, *left_each(t, LEAF, mine, t0, f"{node} out of {LEAF}", bound)]
+    found.append(Finding(seen_from(t, LEAF, node), True))  # what explains the timing
     found.append(never_without(t, OTHER, mine, t0))
     undo = lambda: faults.drop_link(t.topology, node, undo=True)  # noqa: E731
     return [*found, back(t, node, undo, SESSION_BACK)]

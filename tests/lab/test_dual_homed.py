@@ -170,9 +170,9 @@ def run_row(lab: Topology, name: str) -> runner.Outcome:
 
 
 IPV6_BFD = (
-    "FRR 8.4's IPv6 BFD sessions were seen to stay Up when their peer falls silent (the IPv4 "
-    "ones go down in the BFD time), so the IPv6 VIP keeps the path until the 90 s hold time; "
-    "the row reports each VIP's time"
+    "seen in some runs: an FRR bfdd session stayed Up after its peer fell silent (most often "
+    "the IPv6 one; the other family's went down in the BFD time), so that VIP kept the path "
+    "until the 90 s hold time; the row reports each VIP's time and the routers' sessions"
 )
 
 
