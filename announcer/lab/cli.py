@@ -73,7 +73,7 @@ def lab() -> None:
     "then wait for the BGP sessions only.",
 )  # fmt: skip
 def up(topology_path: Path | None, recreate: bool, apiserver_state: str | None) -> None:
-    """Bring the lab up and wait until r1 has every session and every ECMP path.
+    """Bring the lab up and wait until every router has every session and every ECMP path.
 
     Says so and does nothing if the lab is already up and healthy; refuses if a previous lab
     left anything behind (`announcer lab down` first, or --recreate to do that here)."""
@@ -167,7 +167,8 @@ def node(name: str | None, vips: str | None) -> None:
 @lab.command()
 @topology_option
 def status(topology_path: Path | None) -> None:
-    """One screen: nodes, fake apiservers, r1's BGP sessions and installed nexthops."""
+    """One screen: nodes, fake apiservers, daemons, and every router's BGP sessions and
+    installed nexthops (r1's; both leaves' and the spine's)."""
     topology = _topology(topology_path)
     present = set(list_netns(realiser.namespace_prefix(topology)))
     click.echo(f"lab {topology.name}  ({topology.path})")

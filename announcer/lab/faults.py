@@ -2,13 +2,16 @@
 
 Apiserver states go through the fake apiserver's control socket; processes are found inside
 a node's network namespace (`ip netns pids`, then `/proc/PID/cmdline`) and signalled; the
-link is cut with iptables DROP rules on the node's side inside its namespace; r1 is poked
-with vtysh or by restarting its bgpd; commands run inside a node the way `announcer lab exec`
-runs them. On a systemd node (`announcer.lab/init: systemd`) commands run through `nsenter`
-into its container's PID 1, the daemon's status socket is reached through that PID's
-`/proc/PID/root` (sampled ten times a second, it cannot afford a command per query), and
-systemd, not the lab, starts the daemon again. Every function returns once its action is
-done, so the caller's `time.monotonic()` taken just before the call is the fault's time.
+link is cut with iptables DROP rules on the node's side inside its namespace (in the
+dual-homed lab eth1 is the node's uplink to leaf1: an uplink cut); the edge routers (r1, or
+both leaves) are poked with vtysh or by restarting their bgpd, a router's bfdd is restarted,
+and a router fails whole (`router_down`: its links silent, its daemons killed); commands run
+inside a node the way `announcer lab exec` runs them. On a systemd node
+(`announcer.lab/init: systemd`) commands run through `nsenter` into its container's PID 1,
+the daemon's status socket is reached through that PID's `/proc/PID/root` (sampled ten times
+a second, it cannot afford a command per query), and systemd, not the lab, starts the daemon
+again. Every function returns once its action is done, so the caller's `time.monotonic()`
+taken just before the call is the fault's time.
 
 Configuration faults go through `override.ConfigOverride` (the repository's files are never
 touched); `swap_ca` rewrites the node's lab copy of the cluster CA.
@@ -28,7 +31,7 @@ from dataclasses import dataclass
 from ipaddress import ip_interface
 from pathlib import Path, PurePosixPath
 
-from announcer.lab import frr, netns, realiser, sysnode, sysplane
+from announcer.lab import frr, netns, realiser, routers, sysnode, sysplane
 from announcer.lab.apiserver.control import ControlError, request
 from announcer.lab.fib import IPNetwork
 from announcer.lab.netns import LabError
@@ -317,8 +320,17 @@ def _replace_in_record(topology: Topology, node: str, pid: int) -> None:
 # ---- network --------------------------------------------------------------------------------
 
 
-def drop_link(topology: Topology, node: str, *, undo: bool = False) -> None:
-    """Silently drop everything on `node`'s uplink (both directions, IPv4 and IPv6)."""
+def drop_uplinks(topology: Topology, node: str, *, undo: bool = False) -> None:
+    """`drop_link` on every link of `node` (one in the simple lab, both uplinks when
+    dual-homed): the node falls silent to every router."""
+    ends = [end for link in topology.links for end in (link.a, link.b) if end.node == node]
+    for end in ends:
+        drop_link(topology, node, undo=undo, link=end.interface)
+
+
+def drop_link(topology: Topology, node: str, *, undo: bool = False, link: str = _LINK) -> None:
+    """Silently drop everything on `node`'s uplink `link` (both directions, IPv4 and IPv6;
+    eth1: its only one in the simple lab, the one to leaf1 in the dual-homed lab)."""
     action = "-D" if undo else "-I"
     for tool in ("iptables", "ip6tables"):
         for chain, side in (("INPUT", "-i"), ("OUTPUT", "-o")):
@@ -332,7 +344,7 @@ def drop_link(topology: Topology, node: str, *, undo: bool = False) -> None:
                 action,
                 chain,
                 side,
-                _LINK,
+                link,
                 "-j",
                 "DROP",
             ]
@@ -348,53 +360,100 @@ def link_dropped(topology: Topology, node: str) -> bool:
 
 
 def router(topology: Topology) -> str:
-    (name,) = realiser.nodes_with_role(topology, realiser.ROUTER)
-    return name
+    """The lab's one router (r1); a lab with several has no single answer."""
+    names = realiser.nodes_with_role(topology, realiser.ROUTER)
+    if len(names) != 1:
+        raise FaultError(f"{topology.name} has routers {', '.join(names)}: name one")
+    return names[0]
 
 
 def clear_bgp(topology: Topology) -> None:
-    """`clear bgp *` on the router: every session is reset at once."""
-    frr.vtysh(topology.netns(router(topology)), "clear bgp *")
+    """`clear bgp *` on every edge router (r1; both leaves): every node session is reset."""
+    for name in routers.edge_routers(topology):
+        frr.vtysh(topology.netns(name), "clear bgp *")
 
 
 def restart_bgpd(topology: Topology) -> None:
-    """Stop the router's bgpd (SIGTERM, wait) and start it again, as watchfrr would."""
-    name = router(topology)
+    """Stop every edge router's bgpd (SIGTERM, wait) and start it again, as watchfrr would."""
+    for name in routers.edge_routers(topology):
+        restart_frr_daemon(topology, name, "bgpd")
+
+
+def restart_frr_daemon(topology: Topology, name: str, daemon: str) -> None:
+    """Stop router `name`'s FRR `daemon` (bgpd, bfdd; SIGTERM, wait) and start it again."""
     pathspace = topology.netns(name)
-    pid_file = frr.run_dir(pathspace) / "bgpd.pid"
+    pid_file = frr.run_dir(pathspace) / f"{daemon}.pid"
     try:
         pid = int(pid_file.read_text().strip())
     except (OSError, ValueError) as exc:
-        raise FaultError(f"{name}: no bgpd pid: {exc}") from exc
+        raise FaultError(f"{name}: no {daemon} pid: {exc}") from exc
     kill(pid, signal.SIGTERM)
     if not wait_gone(pid, _STOP_TIMEOUT):
-        raise FaultError(f"{name}: bgpd {pid} ignored SIGTERM")
+        raise FaultError(f"{name}: {daemon} {pid} ignored SIGTERM")
     daemons = frr.parse_daemons(
         host_path(topology, name, PurePosixPath("/etc/frr/daemons")).read_text()
     )
     config = host_path(topology, name, PurePosixPath("/etc/frr/frr.conf"))
-    log = topology.node_dir(name) / "log" / "bgpd.log"
+    log = topology.node_dir(name) / "log" / f"{daemon}.log"
     argv = [
-        "ip",
-        "netns",
-        "exec",
-        pathspace,
-        str(frr.FRR_BIN_DIR / "bgpd"),
-        "-N",
-        pathspace,
-        "-f",
-        str(config),
-        "-i",
-        str(pid_file),
-        "--log",
-        f"file:{log}",
-        "-d",
-        *daemons.options.get("bgpd", ()),
-    ]
+        "ip", "netns", "exec", pathspace, str(frr.FRR_BIN_DIR / daemon), "-N", pathspace,
+        "-f", str(config), "-i", str(pid_file), "--log", f"file:{log}", "-d",
+        *daemons.options.get(daemon, ()),
+    ]  # fmt: skip
     result = subprocess.run(argv, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        raise FaultError(f"{name}: bgpd did not start again: {result.stderr.strip()}")
+        raise FaultError(f"{name}: {daemon} did not start again: {result.stderr.strip()}")
     _replace_in_record(topology, name, int(pid_file.read_text().strip()))
+
+
+def router_down(topology: Topology, name: str) -> None:
+    """Router `name` fails silently: every packet in, out and through each of its links
+    dropped (no carrier loss, so its neighbors can only notice by BFD or the hold time),
+    then every FRR daemon of it SIGKILLed (nothing it says on the way out gets through)."""
+    pathspace = topology.netns(name)
+    _drop_router(topology, name, "-I")
+    for pid_file in sorted(frr.run_dir(pathspace).glob("*.pid")):
+        try:
+            kill(int(pid_file.read_text().strip()), signal.SIGKILL)
+        except (OSError, ValueError, FaultError):
+            continue  # not running: down already
+
+
+def router_up(topology: Topology, name: str) -> None:
+    """Undo `router_down`: its links pass traffic again, its FRR daemons start as at `lab up`."""
+    pathspace = topology.netns(name)
+    _drop_router(topology, name, "-D")
+    daemons_file = host_path(topology, name, PurePosixPath("/etc/frr/daemons"))
+    config = host_path(topology, name, PurePosixPath("/etc/frr/frr.conf"))
+    daemons = frr.parse_daemons(daemons_file.read_text())
+    log_dir = topology.node_dir(name) / "log"
+    started = frr.start_daemons(pathspace, daemons=daemons, config=config, log_dir=log_dir)
+    for pid in started.values():
+        _replace_in_record(topology, name, pid)
+
+
+def router_is_down(topology: Topology, name: str) -> bool:
+    """Whether router `name` still drops what passes through it (a `router_down` not undone)."""
+    argv = ["ip", "netns", "exec", topology.netns(name), "iptables", "-w", "-S", "FORWARD"]
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    return "-j DROP" in result.stdout
+
+
+def _drop_router(topology: Topology, name: str, action: str) -> None:
+    rules = (("INPUT", "-i"), ("OUTPUT", "-o"), ("FORWARD", "-i"))
+    for tool in ("iptables", "ip6tables"):
+        for interface in _interfaces(topology, name):
+            for chain, side in rules:
+                argv = [tool, "-w", action, chain, side, interface, "-j", "DROP"]
+                command = ["ip", "netns", "exec", topology.netns(name), *argv]
+                result = subprocess.run(command, capture_output=True, text=True, check=False)
+                if result.returncode != 0 and action == "-I":
+                    raise FaultError(f"{name}: {' '.join(argv)}: {result.stderr.strip()}")
+
+
+def _interfaces(topology: Topology, name: str) -> list[str]:
+    ends = [end for link in topology.links for end in (link.a, link.b)]
+    return [end.interface for end in ends if end.node == name]
 
 
 def delete_vip(topology: Topology, node: str, vip: IPNetwork) -> None:

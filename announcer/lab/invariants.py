@@ -1,4 +1,6 @@
-"""The invariants of DESIGN.md's guarantees, checked over r1's FIB history and the nodes' status.
+"""The invariants of DESIGN.md's guarantees, checked over the routers' FIB history and the
+nodes' status. "r1's FIB" below is, in a lab with several routers, every edge router's FIB
+(`watchset`): a node is in when every leaf has its path, out when no leaf has.
 
 - I1: a node whose apiserver is not ready, or which is drained, stopping or dead, leaves r1's
   FIB by its deadline and stays out (`leave`);
@@ -27,16 +29,17 @@ from announcer.lab import timeline
 from announcer.lab.bounds import Bounds
 from announcer.lab.fib import IPAddress, IPNetwork
 from announcer.lab.timeline import ALL, ANY, Expect, Expectation, Interval, Sample, Step, Violation
-from announcer.lab.watch import FibWatcher
+from announcer.lab.watchset import RouterWatch, Watch
 
 __all__ = ["Checker", "Expect", "Sample", "Violation", "claims_in"]
+_ROUTER = "r1"  # how violations name the routers' side, whichever routers it is
 
 
 class Checker:
     """Expectations and status samples per node, and I1-I4 over the watcher's history."""
 
     def __init__(
-        self, watcher: FibWatcher, gateways: Mapping[str, frozenset[IPAddress]], bounds: Bounds
+        self, watcher: Watch, gateways: Mapping[str, frozenset[IPAddress]], bounds: Bounds
     ) -> None:
         self.watcher, self.bounds = watcher, bounds
         self.gateways = dict(gateways)
@@ -72,7 +75,11 @@ class Checker:
     # ---- what r1 shows ------------------------------------------------------------------
 
     def presence(self, node: str) -> list[Step]:
-        histories = [self.watcher.history(vip) for vip in self.vips]
+        watcher = self.watcher
+        if isinstance(watcher, RouterWatch):  # one history per leaf and VIP
+            histories = watcher.histories()
+        else:
+            histories = [watcher.history(vip) for vip in self.vips]
         return timeline.presence(histories, self.gateways[node])
 
     def left_at(self, node: str, since: float) -> float | None:
@@ -126,7 +133,8 @@ class Checker:
         found += timeline.check_blackholes(histories, required, until=until, gap=gap)
         for route in self.watcher.foreign():
             via = ", ".join(sorted(map(str, route.gateways)))
-            found.append(Violation(route.at, "I3", "r1", f"foreign route {route.prefix} via {via}"))
+            detail = f"foreign route {route.prefix} via {via}"
+            found.append(Violation(route.at, "I3", _ROUTER, detail))
         # One report per violation, however much longer it lasted since the previous look.
         fresh = {(v.at, v.invariant, v.node): v for v in found}
         new = sorted(v for key, v in fresh.items() if key not in self._reported)

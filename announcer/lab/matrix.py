@@ -22,6 +22,8 @@ import yaml
 from announcer.lab import faults
 from announcer.lab.bounds import BGPD_START, DAEMON_KILLED, SESSION_BACK
 from announcer.lab.patterns import (
+    ANY_NETWORK,
+    ONE_ROUTER,
     Fault,
     Run,
     apiserver,
@@ -58,10 +60,17 @@ ON_SYSTEMD = frozenset(
 
 
 def fault(
-    name: str, expected: str, node: str = "cp1", *, shared: bool = False
+    name: str,
+    expected: str,
+    node: str = "cp1",
+    *,
+    shared: bool = False,
+    network: str = ANY_NETWORK,
+    needs_bfd: bool = False,
+    into: list[Fault] = FAULTS,
 ) -> Callable[[Run], Run]:
     def register(run: Run) -> Run:
-        FAULTS.append(Fault(name, node, expected, run, shared))
+        into.append(Fault(name, node, expected, run, shared, network, needs_bfd))
         return run
 
     return register
@@ -389,7 +398,12 @@ def bgpd_restarted(t: Trial, node: str) -> list[Finding]:
     return [f for each in t.nodes for f in drop_and_return(t, each, t0, bound)]
 
 
-@fault("link silently dropping", "out <= {hold:.2f} s (hold time), back <= {session:.2f} s", "cp3")
+@fault(
+    "link silently dropping",
+    "out <= {hold:.2f} s (hold time), back <= {session:.2f} s",
+    "cp3",
+    network=ONE_ROUTER,  # dual-homed, the node keeps its other uplink: see `uplink cut`
+)
 def link_dropping(t: Trial, node: str) -> list[Finding]:
     bound = t.bounds[node].hold
     t0 = now()

@@ -2,10 +2,12 @@
 
 `LiveLab` answers: which nodes r1's kernel FIB sends each VIP's traffic to (its nexthops mapped
 to node names through the addresses on the nodes' links), which nodes r1 has a BGP route from
-(its peers' received-prefix counts), whether a node's fake apiserver is listening, and which
-nodes answer a handful of new HTTPS connections from the client to the VIPs (curl inside the
-client, TLS verified as `kubernetes`). It also sets apiserver states and runs commands inside
-nodes, as `announcer lab apiserver` and `announcer lab exec` do.
+(its peers' received-prefix counts); in a lab with several edge routers (the dual-homed
+leaves) the union over them: a node is out once no edge router has its path; whether a
+node's fake apiserver is listening, and which nodes answer a handful of new HTTPS
+connections from the client to the VIPs (curl inside the client, TLS verified as
+`kubernetes`). It also sets apiserver states and runs commands inside nodes, as `announcer
+lab apiserver` and `announcer lab exec` do.
 
 It must not decide anything (what to expect is the demo's) nor print (that is `narrate`'s).
 """
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import IO
 
-from announcer.lab import frr, realiser
+from announcer.lab import frr, realiser, routers
 from announcer.lab.apiserver.control import ControlError, request
 from announcer.lab.fib import Fib, IPNetwork
 from announcer.lab.netns import LabError
@@ -100,10 +102,11 @@ class LiveLab:
 
     def __init__(self, topology: Topology) -> None:
         self.topology = topology
-        (self.router,) = realiser.nodes_with_role(topology, realiser.ROUTER)
+        self.edge = tuple(routers.edge_routers(topology))
+        self.router = "+".join(self.edge)  # r1 in the simple lab
         self.control_plane = tuple(realiser.nodes_with_role(topology, realiser.CONTROL_PLANE))
         self.vips: tuple[IPNetwork, ...] = tuple(topology.vips())
-        self._fib = Fib(topology.netns(self.router))
+        self._fibs = [Fib(topology.netns(router)) for router in self.edge]
         self._names = link_addresses(topology)
 
     def __enter__(self) -> LiveLab:
@@ -113,21 +116,22 @@ class LiveLab:
         self.close()
 
     def close(self) -> None:
-        self._fib.close()
+        for fib in self._fibs:
+            fib.close()
 
     def serving(self) -> Serving:
         by_vip = {}
         for vip in self.vips:
-            hops = self._fib.nexthops(vip)
+            hops = frozenset().union(*(fib.nexthops(vip) for fib in self._fibs))
             by_vip[str(vip)] = frozenset(self._names.get(str(hop), str(hop)) for hop in hops)
         return Serving(by_vip)
 
     def announcing(self) -> frozenset[str]:
-        """The nodes r1 has received a route from (over any of their BGP sessions)."""
-        peers = frr.bgp_peers(self.topology.netns(self.router))
-        return frozenset(
-            self._names.get(p.address, p.address) for p in peers if p.prefixes_received
-        )
+        """The nodes r1 (an edge router) has received a route from (over any session)."""
+        peers = [p for r in self.edge for p in frr.bgp_peers(self.topology.netns(r))]
+        names = {self._names.get(p.address, p.address) for p in peers if p.prefixes_received}
+        upstream = set(realiser.nodes_with_role(self.topology, realiser.ROUTER))
+        return frozenset(names - upstream)
 
     def apiserver(self, node: str, message: dict[str, object]) -> dict[str, object]:
         """One request to the node's fake apiserver control socket; its answer."""

@@ -23,6 +23,9 @@ from announcer.lab.bounds import BGPD_START, DAEMON_KILLED, EXABGP_BACK, SESSION
 from announcer.lab.trial import Finding, Trial, timed
 
 Run = Callable[[Trial, str], list[Finding]]
+# Which lab a fault is for: any; one router (the simple lab: a cut link is the node's only
+# path); several edge routers (the dual-homed lab: leaves and a spine).
+ANY_NETWORK, ONE_ROUTER, DUAL_HOMED = "any", "one router", "dual-homed"
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,14 @@ class Fault:
     expected: str  # a str.format template over `Bounds` fields and the constants above
     run: Run
     shared: bool = False  # concerns every node: the soak keeps `node` rather than pick one
+    network: str = ANY_NETWORK  # the labs it applies to (see above)
+    needs_bfd: bool = False  # only meaningful once the nodes' daemons run BFD
+
+    def fits(self, edge_routers: int) -> bool:
+        """Whether the fault applies to a lab with that many edge routers."""
+        if self.network == ONE_ROUTER:
+            return edge_routers == 1
+        return self.network != DUAL_HOMED or edge_routers > 1
 
     def describe(self, bounds: Bounds) -> str:
         values = dataclasses.asdict(bounds) | {"killed": DAEMON_KILLED, "exabgp": EXABGP_BACK}

@@ -25,14 +25,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
-from announcer.lab import frr, netns, sysnode, sysplane
+from announcer.lab import frr, netns, routers, sysnode, sysplane
 from announcer.lab.fib import Fib, wait_for
 from announcer.lab.netns import LabError, ProcessId
 from announcer.lab.node import APISERVER_STATE_ENV
 from announcer.lab.pki import write_lab_pki
+from announcer.lab.routers import CONTROL_PLANE as CONTROL_PLANE  # re-exported
+from announcer.lab.routers import ROUTER as ROUTER  # re-exported
+from announcer.lab.routers import nodes_with_role as nodes_with_role  # re-exported
 from announcer.lab.topology import Topology
 
-ROUTER, CONTROL_PLANE = "router", "control-plane"
 STATE_FILE = "state.json"
 # Mount points the launcher had to create on the host (/etc/kubernetes/pki, ...). Shared by
 # every lab on the machine: they are removed when the last lab goes down, not before, since
@@ -47,7 +49,8 @@ Say = Callable[[str], None]
 
 
 class NotConverged(LabError):
-    """The lab was built but r1 did not get every session and path in time; it is left up."""
+    """The lab was built but a router did not get every session and path in time; it is
+    left up."""
 
 
 @dataclass
@@ -94,10 +97,6 @@ class Record:
 def namespace_prefix(topology: Topology) -> str:
     node = next(iter(topology.nodes))
     return topology.netns(node).removesuffix(node)
-
-
-def nodes_with_role(topology: Topology, role: str) -> list[str]:
-    return [name for name in topology.nodes if topology.role(name) == role]
 
 
 def _env_key(label: str) -> str:
@@ -165,10 +164,15 @@ def leftovers(topology: Topology) -> list[str]:
 
 @dataclass(frozen=True)
 class Convergence:
+    """BGP sessions Established out of all, and per FIB entry (a VIP, or `router VIP` when
+    the lab has several routers) how many next hops are installed against how many are
+    expected (`expected`, else `expected_nexthops` for every entry)."""
+
     established: int
     peers: int
     nexthops: Mapping[str, int]
     expected_nexthops: int
+    expected: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def sessions_up(self) -> bool:
@@ -176,10 +180,11 @@ class Convergence:
 
     @property
     def done(self) -> bool:
-        paths = self.nexthops.values()
-        return self.peers > 0 and self.established == self.peers and (
-            all(n == self.expected_nexthops for n in paths)
-        )  # fmt: skip
+        wanted = self.expected
+        paths = all(
+            n == wanted.get(key, self.expected_nexthops) for key, n in self.nexthops.items()
+        )
+        return self.sessions_up and paths
 
     def __str__(self) -> str:
         fib = ", ".join(f"{vip} via {n}" for vip, n in self.nexthops.items())
@@ -187,14 +192,25 @@ class Convergence:
 
 
 def convergence(topology: Topology) -> Convergence:
-    """r1's BGP sessions and, per VIP, how many nexthops its kernel has installed."""
-    (router,) = nodes_with_role(topology, ROUTER)
-    peers = frr.bgp_peers(topology.netns(router))
-    with Fib(topology.netns(router)) as fib:
-        paths = {str(vip): len(fib.nexthops(vip)) for vip in topology.vips()}
+    """Every router's BGP sessions and, per VIP, how many next hops its kernel has installed:
+    an edge router (r1; each leaf) one per control-plane node linked to it, a router above
+    the edge (the spine) one per edge router linked to it."""
+    names = nodes_with_role(topology, ROUTER)
+    established = peers = 0
+    paths: dict[str, int] = {}
+    expected: dict[str, int] = {}
+    for router in names:
+        sessions = frr.bgp_peers(topology.netns(router))
+        established += sum(p.state == "Established" for p in sessions)
+        peers += len(sessions)
+        label = "" if len(names) == 1 else f"{router} "
+        with Fib(topology.netns(router)) as fib:
+            for vip in topology.vips():
+                paths[f"{label}{vip}"] = len(fib.nexthops(vip))
+                expected[f"{label}{vip}"] = routers.expected_paths(topology, router)
     return Convergence(
-        established=sum(p.state == "Established" for p in peers), peers=len(peers),
-        nexthops=paths, expected_nexthops=len(nodes_with_role(topology, CONTROL_PLANE)),
+        established=established, peers=peers, nexthops=paths,
+        expected_nexthops=len(nodes_with_role(topology, CONTROL_PLANE)), expected=expected,
     )  # fmt: skip
 
 

@@ -1,12 +1,15 @@
 """`announcer lab faults`: the fault matrix, run against the lab with the invariant checker on.
 
-Every fault of `matrix.FAULTS` (or those named with `--only`) runs on its node, one after
-another on one lab, back to the clean state before and after each; the table says fault |
-expected | measured | pass/fail, and the exit status is 1 if any fault failed. A fault fails
-when a finding misses its bound, when the checker saw a violation of I1-I4 while it ran (or
-while the lab went back to clean after it), or when r1's BGP table holds anything but the
-VIPs. The lab is brought up if it is not (and then torn down at the end unless --keep); a lab
-already up is used and left up.
+Every fault of `matrix.FAULTS` and `matrix_dual.DUAL_FAULTS` (or those named with `--only`)
+that applies to the lab (one router, or the dual-homed leaves and spine: `Fault.network`)
+runs on its node, one after another on one lab; a fault that needs BFD in the daemon is
+skipped (and said so) while the nodes' status has no `bfd` member. Each runs back to the
+clean state before and after; the
+table says fault | expected | measured | pass/fail/skip, and the exit status is 1 if any fault
+failed. A fault fails when a finding misses its bound, when the checker saw a violation of
+I1-I4 while it ran (or while the lab went back to clean after it), or when an edge router's
+BGP table holds anything from a node but the VIPs. The lab is brought up if it is not (and
+then torn down at the end unless --keep); a lab already up is used and left up.
 
 It must not define faults (`matrix`) nor evaluate invariants (`invariants`).
 """
@@ -22,11 +25,12 @@ from pathlib import Path
 
 import click
 
-from announcer.lab import realiser
+from announcer.lab import faults, realiser, routers
 from announcer.lab.cli import default_topology, lab, topology_option
 from announcer.lab.matrix import FAULTS
+from announcer.lab.matrix_dual import DUAL_FAULTS
 from announcer.lab.netns import LabError
-from announcer.lab.patterns import Fault
+from announcer.lab.patterns import ANY_NETWORK, Fault
 from announcer.lab.topology import Topology, TopologyError, load_topology
 from announcer.lab.trial import Finding, Trial
 
@@ -41,14 +45,19 @@ class Outcome:
     findings: tuple[Finding, ...]
     violations: tuple[str, ...]
     seconds: float
+    skipped: str = ""  # why the fault did not run (it needs what the lab does not have)
 
     @property
     def ok(self) -> bool:
         return not self.violations and all(f.ok for f in self.findings)
 
     @property
+    def result(self) -> str:
+        return "skip" if self.skipped else "pass" if self.ok else "FAIL"
+
+    @property
     def measured(self) -> str:
-        return "; ".join([*(f.text for f in self.findings), *self.violations])
+        return "; ".join([*(f.text for f in self.findings), *self.violations]) or self.skipped
 
 
 def run_fault(trial: Trial, fault: Fault, node: str | None = None) -> Outcome:
@@ -56,6 +65,9 @@ def run_fault(trial: Trial, fault: Fault, node: str | None = None) -> Outcome:
     Violations seen while getting clean first are reported too, marked as earlier."""
     node = node or fault.node
     start = time.monotonic()
+    if fault.needs_bfd and (missing := without_bfd(trial)):
+        why = f"skipped: needs BFD in the daemon (no `bfd` in the status of {', '.join(missing)})"
+        return Outcome(fault.name, node, fault.describe(trial.bounds[node]), (), (), 0.0, why)
     findings: list[Finding] = []
     earlier: list[str] = []
     try:
@@ -78,10 +90,25 @@ def run_fault(trial: Trial, fault: Fault, node: str | None = None) -> Outcome:
     return Outcome(fault.name, node, expected, tuple(findings), tuple(violations), took)
 
 
+CATALOGUE = [*FAULTS, *DUAL_FAULTS]
+
+
+def without_bfd(trial: Trial) -> list[str]:
+    """The nodes whose daemon's status has no `bfd` member (it runs no BFD, or is silent)."""
+    said = {node: faults.status(trial.topology, node, timeout=2.0) for node in trial.nodes}
+    return [node for node, status in said.items() if status is None or "bfd" not in status]
+
+
+def fitting(topology: Topology, chosen: Sequence[Fault]) -> list[Fault]:
+    """The faults that apply to `topology` (one router, or leaves and a spine)."""
+    edge = len(routers.edge_routers(topology))
+    return [fault for fault in chosen if fault.fits(edge)]
+
+
 def select(names: Iterable[str]) -> list[Fault]:
     """The faults named (case-insensitive substrings), all of them if none."""
     wanted = [name.lower() for name in names]
-    chosen = [f for f in FAULTS if not wanted or any(w in f.name.lower() for w in wanted)]
+    chosen = [f for f in CATALOGUE if not wanted or any(w in f.name.lower() for w in wanted)]
     if wanted and not chosen:
         raise LabError(f"no fault matches {', '.join(names)}: see `announcer lab faults --list`")
     return chosen
@@ -93,7 +120,7 @@ def run_faults(topology: Topology, faults: Sequence[Fault], *, say: Say = print)
         for fault in faults:
             outcome = run_fault(trial, fault)
             say(
-                f"{'pass' if outcome.ok else 'FAIL'}  {fault.name} on {outcome.node} "
+                f"{outcome.result}  {fault.name} on {outcome.node} "
                 f"({outcome.seconds:.1f} s): {outcome.measured}"
             )
             outcomes.append(outcome)
@@ -106,7 +133,7 @@ def render_table(outcomes: Sequence[Outcome], *, width: int = 48) -> str:
     for o in outcomes:
         fault = f"{o.fault} ({o.node})"
         measured = "<br>".join(textwrap.wrap(o.measured, width)) if width else o.measured
-        rows.append(f"| {fault} | {o.expected} | {measured} | {'pass' if o.ok else 'FAIL'} |")
+        rows.append(f"| {fault} | {o.expected} | {measured} | {o.result} |")
     return "\n".join(rows) + "\n"
 
 
@@ -151,12 +178,15 @@ def faults_command(
         chosen = select(only)
         if list_:
             for fault in chosen:
-                click.echo(f"{fault.name}  ({'every node' if fault.shared else fault.node})")
+                where = "every node" if fault.shared else fault.node
+                extra = "" if fault.network == ANY_NETWORK else f"; {fault.network} lab"
+                extra += "; needs BFD in the daemon" if fault.needs_bfd else ""
+                click.echo(f"{fault.name}  ({where}{extra})")
             return
         topology = load(topology_path)
         start = time.monotonic()
         with lab_for(topology, keep=keep, say=click.echo):
-            outcomes = run_faults(topology, chosen, say=click.echo)
+            outcomes = run_faults(topology, fitting(topology, chosen), say=click.echo)
     except LabError as exc:
         raise click.ClickException(str(exc)) from exc
     failed = [o for o in outcomes if not o.ok]

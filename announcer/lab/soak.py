@@ -23,9 +23,8 @@ from pathlib import Path
 import click
 
 from announcer.lab.cli import lab, topology_option
-from announcer.lab.matrix import FAULTS
 from announcer.lab.netns import LabError
-from announcer.lab.runner import Outcome, lab_for, load, run_fault
+from announcer.lab.runner import CATALOGUE, Outcome, fitting, lab_for, load, run_fault
 from announcer.lab.topology import Topology
 from announcer.lab.trial import Trial
 
@@ -68,14 +67,15 @@ def soak(topology: Topology, duration: float, *, seed: int, say: Say = print) ->
     rng = random.Random(seed)  # noqa: S311 - picks faults, replayable by seed
     start = time.monotonic()
     outcomes: list[Outcome] = []
+    catalogue = fitting(topology, CATALOGUE)
     with Trial(topology, say=say) as trial:
         while time.monotonic() - start < duration:
-            fault = rng.choice(FAULTS)
+            fault = rng.choice(catalogue)
             node = fault.node if fault.shared else rng.choice(trial.nodes)
             outcome = run_fault(trial, fault, node)
             outcomes.append(outcome)
             say(
-                f"[{time.monotonic() - start:6.0f} s] {'pass' if outcome.ok else 'FAIL'}  "
+                f"[{time.monotonic() - start:6.0f} s] {outcome.result}  "
                 f"{fault.name} on {node}: {outcome.measured}"
             )
     return SoakResult(time.monotonic() - start, tuple(outcomes))

@@ -25,13 +25,14 @@ from pathlib import PurePosixPath
 from types import TracebackType
 
 from announcer.config import load_config
-from announcer.lab import faults, frr, realiser
+from announcer.lab import faults, frr, realiser, routers
 from announcer.lab.bounds import EXABGP_BACK, Bounds
 from announcer.lab.invariants import Checker, Sample, claims_in
 from announcer.lab.netns import LabError
 from announcer.lab.override import ConfigOverride
 from announcer.lab.topology import Topology
-from announcer.lab.watch import FibWatcher, interface_addresses
+from announcer.lab.watch import interface_addresses
+from announcer.lab.watchset import watch_routers
 from announcer.speaker import Backoff
 
 RESTORE_TIMEOUT = 60.0  # the longest ExaBGP backoff (30 s) plus a daemon restart
@@ -74,8 +75,8 @@ class Trial:
         self.vips = topology.vips()
         self.gateways = {n: interface_addresses(topology.netns(n)) for n in self.nodes}
         every = frozenset().union(*self.gateways.values())
-        r1 = topology.netns(faults.router(topology))
-        self.watcher = FibWatcher(r1, topology.vips(), foreign_gateways=every)
+        self.every_gateway = every
+        self.watcher = watch_routers(topology, topology.vips(), foreign_gateways=every)
         self.checker: Checker | None = None
         self._exabgp_exits: dict[str, list[float]] = {n: [] for n in self.nodes}
         self.overrides: list[ConfigOverride] = []
@@ -115,14 +116,19 @@ class Trial:
             self.check.note(node, Sample(time.monotonic(), claim))
 
     def rib_foreign(self) -> list[str]:
-        """I3 on r1's BGP table: prefixes received that are not VIPs."""
+        """I3 on the edge routers' BGP tables: prefixes received from a node that are not
+        VIPs (a leaf's routes from the spine are the network's, not a node's)."""
         wanted = {str(vip) for vip in self.vips}
-        pathspace = self.topology.netns(faults.router(self.topology))
+        nodes = {str(address) for address in self.every_gateway}
         found = []
-        for family in ("ipv4", "ipv6"):
-            table = frr.vtysh_json(pathspace, f"show bgp {family} unicast json")
-            routes = table.get("routes")
-            found += [p for p in (routes if isinstance(routes, dict) else {}) if p not in wanted]
+        for router in routers.edge_routers(self.topology):
+            pathspace = self.topology.netns(router)
+            for family in ("ipv4", "ipv6"):
+                table = frr.vtysh_json(pathspace, f"show bgp {family} unicast json")
+                routes = table.get("routes")
+                for prefix, paths in (routes if isinstance(routes, dict) else {}).items():
+                    if prefix not in wanted and _from_nodes(paths, nodes):
+                        found.append(prefix)
         return found
 
     @property
@@ -207,6 +213,9 @@ class Trial:
 
     def restore(self) -> None:
         """Undo whatever a fault left, wait for the clean state, expect everyone in."""
+        for router in realiser.nodes_with_role(self.topology, realiser.ROUTER):
+            if faults.router_is_down(self.topology, router):
+                faults.router_up(self.topology, router)
         for node in self.nodes:
             self._undo(node)
         deadline = time.monotonic() + RESTORE_TIMEOUT
@@ -225,7 +234,7 @@ class Trial:
             if faults.find(self.topology, node, role) is not None:
                 faults.send(self.topology, node, role, signal.SIGCONT)
         if faults.link_dropped(self.topology, node):
-            faults.drop_link(self.topology, node, undo=True)
+            faults.drop_uplinks(self.topology, node, undo=True)
         ca = faults.host_path(self.topology, node, _KUBE_PKI) / "ca.crt"
         if ca.read_bytes() != (self.topology.lab_dir / "pki" / "ca.crt").read_bytes():
             faults.swap_ca(self.topology, node, wrong=False)
@@ -237,3 +246,10 @@ class Trial:
         snapshot = faults.status(self.topology, node, timeout=1.0)
         if snapshot is not None and snapshot.get("drained") is True:
             faults.drain(self.topology, node, undo=True)
+
+
+def _from_nodes(paths: object, nodes: set[str]) -> bool:
+    """Whether a BGP table entry has a path from a node (or says nothing of its peers)."""
+    listed = paths if isinstance(paths, list) else []
+    peers = [p.get("peerId") for p in listed if isinstance(p, dict)]
+    return not peers or None in peers or any(peer in nodes for peer in peers)

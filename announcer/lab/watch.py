@@ -5,8 +5,10 @@ router's namespace (pyroute2's namespace socket helper) and bound to the IPv4 an
 groups and the nexthop-object group. Each datagram is stamped with `time.monotonic()` when it
 is read, so fault times taken in the injecting process compare directly. For each watched
 prefix it keeps the history of its nexthop sets (`FibChange`, one entry per distinct set);
-any other route learned over BGP, or through a gateway of `foreign_gateways`, is noted as a
-`ForeignRoute` (nothing but the VIPs may come from a control-plane node).
+any other route learned over BGP (unless `bgp_is_foreign` is false: a leaf learns the
+client's subnet from the spine), or through a gateway of `foreign_gateways`, is noted as a
+`ForeignRoute` (nothing but the VIPs may come from a control-plane node). Several watchers
+may share one `condition`, so one wait covers every router (`watchset`).
 
 FRR installs routes through kernel nexthop objects. With `net.ipv4.nexthop_compat_mode` = 1
 (the default) route notifications still carry the expanded gateways, so the state is read
@@ -49,6 +51,7 @@ RTM_NEWNEXTHOP, RTM_DELNEXTHOP = 104, 105
 RTPROT_BGP = 186
 _SOL_NETLINK, _NETLINK_ADD_MEMBERSHIP = 270, 1
 _MAIN_TABLE = 254
+_LINK_SCOPE = 253
 _RCVBUF = 4 << 20
 _START_TIMEOUT = 10.0
 
@@ -80,11 +83,14 @@ class FibWatcher:
         prefixes: Iterable[IPNetwork],
         *,
         foreign_gateways: Iterable[IPAddress] = (),
+        bgp_is_foreign: bool = True,
+        condition: threading.Condition | None = None,
     ) -> None:
         self.netns = netns
         self.prefixes = tuple(prefixes)
         self._foreign_gateways = frozenset(foreign_gateways)
-        self._cond = threading.Condition()
+        self._bgp_is_foreign = bgp_is_foreign
+        self._cond = condition or threading.Condition()
         self._history: dict[IPNetwork, list[FibChange]] = {p: [] for p in self.prefixes}
         self._foreign: list[ForeignRoute] = []
         self._error: BaseException | None = None
@@ -136,6 +142,10 @@ class FibWatcher:
     def foreign(self) -> tuple[ForeignRoute, ...]:
         with self._cond:
             return tuple(self._foreign)
+
+    def histories(self) -> list[tuple[FibChange, ...]]:
+        """One history per watched prefix: what a node's presence is read from."""
+        return [self.history(prefix) for prefix in self.prefixes]
 
     def wait(self, predicate: Callable[[], bool], timeout: float) -> bool:
         """Block until `predicate()` (called under the watcher's lock, after every change)
@@ -196,7 +206,7 @@ class FibWatcher:
         if prefix in self._history:
             self._record(prefix, frozenset() if kind == RTM_DELROUTE else gateways, at)
             return True
-        bgp = get("proto") == RTPROT_BGP
+        bgp = self._bgp_is_foreign and get("proto") == RTPROT_BGP
         if kind == RTM_NEWROUTE and (bgp or gateways & self._foreign_gateways):
             with self._cond:
                 self._foreign.append(ForeignRoute(at, str(prefix), gateways))
@@ -236,9 +246,12 @@ def _gateways(get: Callable[..., object]) -> frozenset[IPAddress]:
     return frozenset(found)
 
 
-def interface_addresses(netns: str, *, exclude: Sequence[str] = ("lo",)) -> frozenset[IPAddress]:
-    """Global addresses of `netns`'s interfaces but `exclude`: what a router sees as the
-    node's gateway addresses (the VIPs on `lo` are not)."""
+def interface_addresses(
+    netns: str, *, exclude: Sequence[str] = ("lo",), link_local: bool = False
+) -> frozenset[IPAddress]:
+    """Global addresses (and link-local ones with `link_local`) of `netns`'s interfaces but
+    `exclude`: what a router sees as the node's gateway addresses (the VIPs on `lo` are not;
+    a spine routes IPv6 through a leaf's link-local address)."""
     from pyroute2 import IPRoute
 
     try:
@@ -247,7 +260,8 @@ def interface_addresses(netns: str, *, exclude: Sequence[str] = ("lo",)) -> froz
             return frozenset(
                 ip_address(addr.get("IFA_ADDRESS"))
                 for addr in ipr.get_addr()
-                if names.get(addr["index"]) not in exclude and addr["scope"] == 0
+                if names.get(addr["index"]) not in exclude
+                and (addr["scope"] == 0 or (link_local and addr["scope"] == _LINK_SCOPE))
             )
     except OSError as exc:
         raise LabError(f"cannot read the addresses of {netns}: {exc}") from exc

@@ -1,10 +1,12 @@
 """One system on every control-plane node, under watch: the unit the scenarios run in.
 
-`Phase(topology, system)` opens a `watch.FibWatcher` on r1 for the VIPs the system announces
-and an `invariants.Checker` over it, so that every timing is read from r1's kernel FIB history
-(netlink events stamped with `time.monotonic()`), never by polling. A node counts as out when
-it has left r1's FIB for every VIP the system announces, and as back when it is in for every
-one of them (`Checker.left_at` / `back_at`). The scenarios tell the checker which nodes may
+`Phase(topology, system)` opens a watch on every router's FIB (`watchset.watch_routers`: r1's
+`FibWatcher` in the simple lab; both leaves' and the spine's in the dual-homed one) for the
+VIPs the system announces and an `invariants.Checker` over it, so that every timing is read
+from the routers' kernel FIB history (netlink events stamped with `time.monotonic()`), never
+by polling. A node counts as out when it has left every edge router's FIB (r1's; both
+leaves') for every VIP the system announces, and as back when it is in all of them for every
+one (`Checker.left_at` / `back_at`). The scenarios tell the checker which nodes may
 leave (`faulting`) and which must stay (`healthy`), so a withdrawal of a healthy node anywhere
 in the phase is reported (`violations`: the checker's I2, and I3 for foreign routes).
 
@@ -17,19 +19,20 @@ import time
 from collections.abc import Callable
 from types import TracebackType
 
-from announcer.lab import faults, realiser
+from announcer.lab import realiser
 from announcer.lab.bench.systems import System, announced_vips, node_config
 from announcer.lab.bounds import Bounds
 from announcer.lab.fib import IPNetwork
 from announcer.lab.invariants import Checker
 from announcer.lab.topology import Topology
-from announcer.lab.watch import FibChange, FibWatcher, interface_addresses
+from announcer.lab.watch import FibChange, interface_addresses
+from announcer.lab.watchset import watch_routers
 
 Say = Callable[[str], None]
 
 
 class Phase:
-    """r1's FIB under watch while `system` runs; use as a context manager."""
+    """The routers' FIBs under watch while `system` runs; use as a context manager."""
 
     def __init__(self, topology: Topology, system: System) -> None:
         self.topology, self.system = topology, system
@@ -37,8 +40,7 @@ class Phase:
         self.vips: tuple[IPNetwork, ...] = announced_vips(system, topology)
         self.gateways = {n: interface_addresses(topology.netns(n)) for n in self.nodes}
         every = frozenset().union(*self.gateways.values())
-        router = topology.netns(faults.router(topology))
-        self.watcher = FibWatcher(router, self.vips, foreign_gateways=every)
+        self.watcher = watch_routers(topology, self.vips, foreign_gateways=every)
         bounds = Bounds.from_config(node_config(topology, self.nodes[0]))
         self.checker = Checker(self.watcher, self.gateways, bounds)
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from types import FrameType
 
 import announcer
-from announcer.lab import frr, realiser
+from announcer.lab import frr, realiser, routers
 from announcer.lab.bench import outcome as names
 from announcer.lab.bench import rolling, scenarios, systems
 from announcer.lab.bench.outcome import Outcome
@@ -65,6 +65,7 @@ def run_bench(
     start = time.monotonic()
     results.meta = machine_and_software()
     with _sigterm_interrupts():
+        _check_fits(topology, chosen)
         if found := realiser.leftovers(topology):
             raise BenchError(
                 f"lab {topology.name} is already there ({'; '.join(found)}): the benchmark "
@@ -83,6 +84,16 @@ def run_bench(
     return results
 
 
+def _check_fits(topology: Topology, chosen: Sequence[System]) -> None:
+    """The baselines' ExaBGP template has one IPv4 session: one router only."""
+    baselines = [system.name for system in chosen if not system.is_announcer]
+    if baselines and len(routers.edge_routers(topology)) > 1:
+        raise BenchError(
+            f"{', '.join(baselines)}: the baseline's ExaBGP template has one IPv4 session, "
+            f"and {topology.name} has several edge routers: run --system announcer there"
+        )
+
+
 def _run_system(
     topology: Topology, plan: Plan, system: System, results: Results, *,
     first: bool, raw: Path, say: Say,
@@ -95,7 +106,7 @@ def _run_system(
     results.settings[system.name] = systems.settings(system, topology, nodes[0])
     with Phase(topology, system) as phase:
         if not phase.all_in(scenarios.RESTORE_TIMEOUT):
-            raise BenchError(f"{system.name}: the nodes did not all get into r1's FIB")
+            raise BenchError(f"{system.name}: the nodes did not all get into the routers' FIBs")
         for scenario, measure in _steps(plan, raw / system.name):
             t0 = time.monotonic()
             for name, result in measure(phase).items():

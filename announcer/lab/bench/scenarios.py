@@ -134,7 +134,7 @@ def injectors(phase: Phase) -> dict[str, Callable[[str], None]]:
     return {
         names.KILL: lambda node: _signal(phase, node, signal.SIGKILL),
         names.FREEZE: lambda node: _signal(phase, node, signal.SIGSTOP),
-        names.SILENT: lambda node: faults.drop_link(phase.topology, node),
+        names.SILENT: lambda node: faults.drop_uplinks(phase.topology, node),
     }
 
 
@@ -204,7 +204,7 @@ def restore(phase: Phase, node: str) -> None:
         if proc is not None:
             faults.kill(proc.pid, signal.SIGCONT)
     if faults.link_dropped(topology, node):
-        faults.drop_link(topology, node, undo=True)
+        faults.drop_uplinks(topology, node, undo=True)
     faults.set_apiserver(topology, node, "ready")
     if phase.in_after(node, time.monotonic(), RESTORE_TIMEOUT) is None:
         systems.install(topology, system, [node])
