@@ -97,11 +97,9 @@ def test_union_of_two_routers_histories() -> None:
 
 
 @pytest.fixture(scope="module")
-def dual() -> Iterator[Topology]:
-    from conftest import lab_unavailable
-
-    if (reason := lab_unavailable()) is not None:
-        pytest.skip(reason)
+def dual(lab_topology: Topology) -> Iterator[Topology]:
+    # lab_topology (tests/lab/conftest.py) skips where the lab cannot run, or fails when
+    # ANNOUNCER_REQUIRE_NETNS=1; by name, `conftest` is whichever was imported last.
     topology = load_topology(DUAL, environ={**os.environ, "ANNOUNCER_LAB_NAME": LAB_NAME})
     realiser.down(topology, say=quiet)
     try:
