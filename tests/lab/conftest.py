@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from announcer.lab import frr, realiser
+from announcer.lab import frr, realiser, sysnode, sysplane
 from announcer.lab.cli import default_topology
 from announcer.lab.topology import Topology, load_topology
 
@@ -67,3 +68,33 @@ def lab(lab_topology: Topology) -> Iterator[RunningLab]:
         yield RunningLab(lab_topology, took)
     finally:
         realiser.down(lab_topology, say=print)
+
+
+def systemd_unavailable() -> str | None:
+    """Why systemd lab nodes cannot run on this host, or None."""
+    if (reason := lab_unavailable()) is not None:
+        return reason
+    if lacking := sysnode.missing_tools():
+        return f"systemd nodes need {', '.join(lacking)} (Debian: systemd-container)"
+    return None
+
+
+@pytest.fixture(scope="session")
+def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Debian package the systemd nodes install: built once from this checkout, or the
+    one $ANNOUNCER_LAB_DEB names."""
+    if (reason := systemd_unavailable()) is not None:
+        if os.environ.get("ANNOUNCER_REQUIRE_NETNS") == "1":
+            pytest.fail(f"ANNOUNCER_REQUIRE_NETNS=1 but {reason}")
+        pytest.skip(reason)
+    if given := os.environ.get(sysplane.LAB_DEB_ENV):
+        return Path(given)  # a package to test instead of this checkout's
+    output = tmp_path_factory.mktemp("deb")
+    root = Path(__file__).parents[2]
+    built = subprocess.run(
+        ["bash", root / "scripts/build-deb", "--output", output],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    if built.returncode != 0:
+        pytest.fail(f"scripts/build-deb failed:\n{built.stderr[-3000:]}")
+    return Path(built.stdout.split()[-1])

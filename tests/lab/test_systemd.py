@@ -23,7 +23,7 @@ from ipaddress import ip_network
 from pathlib import Path
 
 import pytest
-from conftest import lab_unavailable, quiet
+from conftest import quiet
 
 from announcer.config.unitcheck import parse_timespan
 from announcer.lab import realiser, sysnode, sysplane
@@ -101,32 +101,6 @@ class SystemdLab:
     def paths(self) -> int:
         with Fib(self.router) as fib:
             return len(fib.nexthops(VIP4))
-
-
-def systemd_unavailable() -> str | None:
-    if (reason := lab_unavailable()) is not None:
-        return reason
-    if lacking := sysnode.missing_tools():
-        return f"systemd nodes need {', '.join(lacking)} (Debian: systemd-container)"
-    return None
-
-
-@pytest.fixture(scope="module")
-def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if (reason := systemd_unavailable()) is not None:
-        if os.environ.get("ANNOUNCER_REQUIRE_NETNS") == "1":
-            pytest.fail(f"ANNOUNCER_REQUIRE_NETNS=1 but {reason}")
-        pytest.skip(reason)
-    if given := os.environ.get(sysplane.LAB_DEB_ENV):
-        return Path(given)  # a package to test instead of this checkout's
-    output = tmp_path_factory.mktemp("deb")
-    built = subprocess.run(
-        ["bash", ROOT / "scripts/build-deb", "--output", output],
-        capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
-    if built.returncode != 0:
-        pytest.fail(f"scripts/build-deb failed:\n{built.stderr[-3000:]}")
-    return Path(built.stdout.split()[-1])
 
 
 @pytest.fixture(scope="module")

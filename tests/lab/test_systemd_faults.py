@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import lab_unavailable, quiet
+from conftest import quiet
 
-from announcer.lab import faults, realiser, sysnode, sysplane
+from announcer.lab import faults, realiser, sysplane
 from announcer.lab.cli import default_topology
 from announcer.lab.matrix import FAULTS, ON_SYSTEMD
 from announcer.lab.runner import Outcome, render_table, run_fault
@@ -30,32 +30,6 @@ pytestmark = pytest.mark.netns
 
 ROOT = Path(__file__).parents[2]
 NODES = ("cp1", "cp2", "cp3")
-
-
-def systemd_unavailable() -> str | None:
-    if (reason := lab_unavailable()) is not None:
-        return reason
-    if lacking := sysnode.missing_tools():
-        return f"systemd nodes need {', '.join(lacking)} (Debian: systemd-container)"
-    return None
-
-
-@pytest.fixture(scope="module")
-def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if (reason := systemd_unavailable()) is not None:
-        if os.environ.get("ANNOUNCER_REQUIRE_NETNS") == "1":
-            pytest.fail(f"ANNOUNCER_REQUIRE_NETNS=1 but {reason}")
-        pytest.skip(reason)
-    if given := os.environ.get(sysplane.LAB_DEB_ENV):
-        return Path(given)
-    output = tmp_path_factory.mktemp("deb")
-    built = subprocess.run(
-        ["bash", ROOT / "scripts/build-deb", "--output", output],
-        capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
-    if built.returncode != 0:
-        pytest.fail(f"scripts/build-deb failed:\n{built.stderr[-3000:]}")
-    return Path(built.stdout.split()[-1])
 
 
 @pytest.fixture(scope="module")
