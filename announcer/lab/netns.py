@@ -8,18 +8,20 @@ It knows nothing of topologies' meaning, FRR or the lab's state record: callers 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from announcer.lab.topology import Bind
 
 _TERM_GRACE = 3.0
+_CLONE_NEWNET = 0x40000000
 
 
 class LabError(Exception):
@@ -175,3 +177,21 @@ def run(argv: Sequence[str], *, env: Mapping[str, str], timeout: float = 30.0) -
     if result.returncode == 0:
         return None
     return f"exit {result.returncode}: {(result.stderr or result.stdout).strip()}"
+
+
+@contextlib.contextmanager
+def inside(namespace: str) -> Iterator[None]:
+    """Run the calling thread (and what it forks) in `namespace`'s network stack; sockets
+    opened meanwhile stay there."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    with (
+        Path("/proc/thread-self/ns/net").open() as home,
+        Path(f"/run/netns/{namespace}").open() as ns,
+    ):
+        if libc.setns(ns.fileno(), _CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"setns {namespace}")
+        try:
+            yield
+        finally:
+            if libc.setns(home.fileno(), _CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "setns back")

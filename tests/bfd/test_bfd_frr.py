@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
 import secrets
@@ -29,11 +28,11 @@ from pathlib import Path
 import pytest
 
 from announcer.bfd import BfdService, Diag, Profile, SessionKey, State, StateChange
+from announcer.lab.netns import inside
 
 pytestmark = pytest.mark.netns
 
 FRR = Path("/usr/lib/frr")
-CLONE_NEWNET = 0x40000000
 DEADLINE = 15.0
 PROFILE = Profile()  # 300 ms x 3, as FRR's default
 DETECT = 0.9
@@ -165,23 +164,6 @@ def make_namespaces(router: str, node: str) -> None:
             via = LINK[version][other]
             run("ip", f"-{version}", "-n", namespace, "route", "add", LOOP[version][other],
                 "via", via)  # fmt: skip
-
-
-@contextlib.contextmanager
-def inside(namespace: str) -> Iterator[None]:
-    """Run the calling thread in `namespace`'s network stack (sockets opened stay there)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    with (
-        Path("/proc/thread-self/ns/net").open() as home,
-        Path(f"/run/netns/{namespace}").open() as ns,
-    ):
-        if libc.setns(ns.fileno(), CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), f"setns {namespace}")
-        try:
-            yield
-        finally:
-            if libc.setns(home.fileno(), CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), "setns back")
 
 
 class Node:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
 import secrets
@@ -28,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from announcer.config import Config, parse_config
+from announcer.lab.netns import inside
 from announcer.speaker import (
     Backoff,
     Channel,
@@ -46,7 +46,6 @@ ROUTER, SPEAKER = "198.18.0.1", "198.18.0.2"
 VIP = "198.51.100.10/32"
 ANNOUNCE = f"neighbor {ROUTER} announce route {VIP} next-hop self"
 PASSWORD = secrets.token_hex(8)
-CLONE_NEWNET = 0x40000000
 DEADLINE = 10.0
 HEARTBEAT_TIMEOUT = 1.0
 BGPD_CONF = f"""\
@@ -196,23 +195,6 @@ def wait_until(condition: Callable[[], bool], what: str) -> None:
     while not condition():
         assert time.monotonic() < deadline, f"waited {DEADLINE} s for {what}"
         time.sleep(0.02)
-
-
-@contextlib.contextmanager
-def inside(namespace: str) -> Iterator[None]:
-    """Run the calling thread (and what it forks) in `namespace`'s network stack."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    with (
-        Path("/proc/thread-self/ns/net").open() as home,
-        Path(f"/run/netns/{namespace}").open() as ns,
-    ):
-        if libc.setns(ns.fileno(), CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), f"setns {namespace}")
-        try:
-            yield
-        finally:
-            if libc.setns(home.fileno(), CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), "setns back")
 
 
 class Daemon:
