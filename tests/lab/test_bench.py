@@ -144,6 +144,7 @@ def test_failures_are_split_by_time_against_fib_changes() -> None:
 
 def test_the_command_knows_every_system() -> None:
     assert tuple(s.name for s in systems.SYSTEMS) == command.SYSTEM_NAMES
+    assert tuple(s.name for s in systems.VARIANTS) == command.VARIANT_NAMES
     assert command.DEFAULT_REPETITIONS == Plan().repetitions >= 20
 
 
