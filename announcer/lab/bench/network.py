@@ -38,7 +38,7 @@ from announcer.lab.bench.scenarios import RESTORE_TIMEOUT, Plan
 from announcer.lab.bench.systems import BenchError, System
 from announcer.lab.bench.traffic import LoadClient, split_failures
 from announcer.lab.bounds import GAP
-from announcer.lab.fib import IPAddress
+from announcer.lab.fib import IPAddress, IPNetwork
 from announcer.lab.netns import LabError
 from announcer.lab.topology import Topology
 from announcer.lab.watch import FibWatcher, interface_addresses
@@ -239,7 +239,9 @@ def leaf_failure(phase: Phase, plan: Plan) -> Outcome:
         phase.faulting(node)
     t0 = time.monotonic()
     faults.router_down(topology, LEAF)
-    off = _off(phase, router_watcher(phase, SPINE), gateways, t0, HOLD_CAP)
+    spine = router_watcher(phase, SPINE)
+    off = _off(phase, spine, gateways, t0, HOLD_CAP)
+    each: JSONObject = {str(vip): per_vip(spine, vip, gateways, t0) for vip in phase.vips}
     faults.router_up(topology, LEAF)
     if not _wait(lambda: sessions_up(topology, LEAF), LEAF_BACK):
         raise BenchError(f"{LEAF}'s BGP sessions did not come back within {LEAF_BACK:g} s")
@@ -247,8 +249,18 @@ def leaf_failure(phase: Phase, plan: Plan) -> Outcome:
         raise BenchError(f"not every node came back into both leaves after {LEAF} returned")
     for node in phase.nodes:
         phase.healthy(node)
-    return Outcome(samples=(off,), nodes=(LEAF,), cap_s=HOLD_CAP,
+    return Outcome(samples=(off,), nodes=(LEAF,), cap_s=HOLD_CAP, figures={"per_vip_s": each},
                    violations=tuple(phase.violations()))  # fmt: skip
+
+
+def per_vip(
+    watcher: FibWatcher, vip: IPNetwork, gateways: frozenset[IPAddress], since: float
+) -> float | None:
+    """Seconds from `since` until `watcher`'s router stopped routing `vip` through
+    `gateways` (None: not yet); each VIP apart, since each family has its own BFD session."""
+    found = timeline.presence([watcher.history(vip)], gateways)
+    at = timeline.first(found, timeline.ANY, False, since)
+    return None if at is None else round(at - since, 4)
 
 
 def _wait(predicate: Callable[[], bool], timeout: float) -> bool:

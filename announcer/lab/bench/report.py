@@ -128,6 +128,11 @@ def load_cell(result: Outcome) -> str:
     )
     if "leaf2_lost" in f:
         text += f"; leaf2 lost it {f['leaf2_lost']} times"
+    if isinstance(each := f.get("per_vip_s"), dict):
+        text += "; " + ", ".join(
+            f"{vip} {_capped(v if isinstance(v, float) else None, result.cap_s)}"
+            for vip, v in each.items()
+        )
     return text
 
 
