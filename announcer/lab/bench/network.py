@@ -3,8 +3,9 @@ timers, a spine, the client behind it): its scenarios and their schedule.
 
 Every scenario runs under the client's load (200 new HTTPS connections a second to the IPv4
 VIP, through the spine) and reports its failed requests, split by time against every router's
-FIB changes for that VIP (`traffic.split_failures`). The faults run one node at a time, so the
-other two keep serving:
+FIB changes for that VIP (`traffic.split_failures`), and which node answered how many
+(`answered_by`: a node that gets no traffic fails no request, whatever its fault). The faults
+run one node at a time, so the other two keep serving:
 - `node-power-off`: every link of the node drops everything (`faults.drop_uplinks`) and every
   process of it stops (`faults.freeze_node`): out of both leaves' FIBs;
 - `daemon-freeze`: the health process SIGSTOPped (`scenarios.injectors`); `exabgp-frozen`:
@@ -22,6 +23,7 @@ It must not render results (`report`) nor choose which systems run (`run`).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import random
 import signal
@@ -315,6 +317,7 @@ def under_load(phase: Phase, plan: Plan, raw: Path, name: str, step: Step) -> di
         "rate_per_s": plan.rate, "failed_requests": failures.failed,
         "total_requests": failures.total, "failed_in_flight_at_fib_change": failures.in_flight,
         "failed_other": failures.other, "failed_by_outcome": dict(failures.by_outcome),
+        "answered_by": dict(sorted(collections.Counter(str(r.node) for r in requests).items())),
     }  # fmt: skip
     result = found[name]
     found[name] = dataclasses.replace(result, figures={**result.figures, **figures})

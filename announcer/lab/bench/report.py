@@ -265,6 +265,8 @@ def targets_table(results: Results) -> list[str]:
         theirs = target.value(by_system[HEALTHCHECK]) if HEALTHCHECK in by_system else None
         if theirs is None and HEALTHCHECK in by_system and not by_system[HEALTHCHECK].samples:
             theirs = math.nan  # not measured for the baseline (no such command)
+        if HEALTHCHECK not in by_system:
+            theirs = math.nan  # the baseline did not run
         low, high = target.bound(results)
         met = ours is not None and low <= ours <= high
         bound = f"{low:g}-{high:g}" if low else f"<= {high:g}"
