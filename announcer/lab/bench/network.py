@@ -245,8 +245,9 @@ def leaf_failure(phase: Phase, plan: Plan) -> Outcome:
     off = _off(phase, spine, gateways, t0, HOLD_CAP)
     each: JSONObject = {str(vip): per_vip(spine, vip, gateways, t0) for vip in phase.vips}
     faults.router_up(topology, LEAF)
-    if not _wait(lambda: sessions_up(topology, LEAF), LEAF_BACK):
-        raise BenchError(f"{LEAF}'s BGP sessions did not come back within {LEAF_BACK:g} s")
+    if not _wait(lambda: sessions_up(topology, LEAF, SPINE), LEAF_BACK):
+        raise BenchError(f"{LEAF}'s BGP sessions with the {SPINE} did not come back within "
+                         f"{LEAF_BACK:g} s")  # fmt: skip
     if not phase.all_in(RESTORE_TIMEOUT):
         raise BenchError(f"not every node came back into both leaves after {LEAF} returned")
     for node in phase.nodes:
@@ -285,13 +286,16 @@ def bfd_up(topology: Topology, router: str, peer: str) -> bool:
     return bool(wanted) and all(s.status == "up" for s in wanted)
 
 
-def sessions_up(topology: Topology, router: str) -> bool:
-    """Whether every BGP session of `router` is Established."""
+def sessions_up(topology: Topology, router: str, peer: str) -> bool:
+    """Whether every BGP session of `router` with router `peer` is Established (those with
+    the nodes are `Phase.all_in`'s to wait for: a baseline has no IPv6 session)."""
     try:
         peers = frr.bgp_peers(topology.netns(router))
     except LabError:
         return False
-    return bool(peers) and all(peer.state == "Established" for peer in peers)
+    addresses = {str(a) for a in interface_addresses(topology.netns(peer))}
+    wanted = [p for p in peers if p.address in addresses]
+    return bool(wanted) and all(p.state == "Established" for p in wanted)
 
 
 # ---- under load -------------------------------------------------------------------------------
