@@ -21,6 +21,7 @@ It must not decide what a fault should cause (that is the matrix's) nor watch r1
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import signal
@@ -265,6 +266,15 @@ def run_in_node(
         )
     except subprocess.TimeoutExpired as exc:
         raise FaultError(f"{node}: {' '.join(argv)}: no exit within {timeout} s") from exc
+
+
+def freeze_node(topology: Topology, node: str, *, undo: bool = False) -> None:
+    """SIGSTOP (or SIGCONT) every process in `node`'s namespace: its main process, daemon,
+    ExaBGP, relay and apiserver stop where they are, as a powered-off host's would."""
+    sig = signal.SIGCONT if undo else signal.SIGSTOP
+    for proc in processes(topology, node):
+        with contextlib.suppress(FaultError):  # gone meanwhile
+            kill(proc.pid, sig)
 
 
 def drain(topology: Topology, node: str, *, undo: bool = False) -> None:

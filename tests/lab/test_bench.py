@@ -37,6 +37,8 @@ from announcer.lab.topology import Topology, load_topology
 from announcer.status_protocol import JSONObject
 
 LAB_NAME = "bench-test"
+DUAL_LAB_NAME = "bench-dual-test"
+DUAL_TOPOLOGY = Path(__file__).resolve().parents[2] / "containerlab" / "dual-homed.clab.yml"
 VIP4 = ip_network("198.51.100.10/32")
 CP1_CONFIG = Path(__file__).resolve().parents[2] / "containerlab" / "cp1" / "config.yaml"
 
@@ -144,6 +146,7 @@ def test_failures_are_split_by_time_against_fib_changes() -> None:
 
 def test_the_command_knows_every_system() -> None:
     assert tuple(s.name for s in systems.SYSTEMS) == command.SYSTEM_NAMES
+    assert tuple(s.name for s in systems.VARIANTS) == command.VARIANT_NAMES
     assert command.DEFAULT_REPETITIONS == Plan().repetitions >= 20
 
 
@@ -303,6 +306,23 @@ def bench_topology(monkeypatch: pytest.MonkeyPatch) -> Iterator[Topology]:
         realiser.down(topology, say=lambda _: None)
 
 
+@pytest.fixture
+def dual_topology(monkeypatch: pytest.MonkeyPatch) -> Iterator[Topology]:
+    """The dual-homed lab under the name `bench-dual-test`, nothing of it before or after."""
+    if (reason := _unavailable()) is not None:
+        if os.environ.get("ANNOUNCER_REQUIRE_NETNS") == "1":
+            pytest.fail(f"ANNOUNCER_REQUIRE_NETNS=1 but {reason}")
+        pytest.skip(reason)
+    monkeypatch.setenv("ANNOUNCER_LAB_NAME", DUAL_LAB_NAME)
+    monkeypatch.delenv("ANNOUNCER_LAB_TOPOLOGY", raising=False)
+    topology = load_topology(DUAL_TOPOLOGY)
+    realiser.down(topology, say=lambda _: None)
+    try:
+        yield topology
+    finally:
+        realiser.down(topology, say=lambda _: None)
+
+
 @pytest.mark.netns
 @pytest.mark.timeout(240)
 def test_a_quick_bench_measures_every_scenario_and_leaves_nothing(
@@ -336,3 +356,36 @@ def test_a_quick_bench_measures_every_scenario_and_leaves_nothing(
     assert run["software"]["exabgp"] == "5.0.15" and run["machine"]["cores"] >= 1
     assert netns.list_netns(f"clab-{LAB_NAME}-") == []
     assert not bench_topology.lab_dir.exists()
+
+
+@pytest.mark.netns
+@pytest.mark.timeout(330)
+def test_a_quick_bench_on_the_dual_homed_network_times_every_fault_by_bfd(
+    dual_topology: Topology, tmp_path: Path
+) -> None:
+    argv = [
+        sys.executable, "-m", "announcer", "lab", "bench", "--topology", str(DUAL_TOPOLOGY),
+        "--quick", "--seed", "1", "--system", "announcer", "--out", str(tmp_path),
+    ]  # fmt: skip
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=320, check=False)
+    print(result.stdout, result.stderr)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    data = json.loads((tmp_path / "bench.json").read_text())
+    assert set(data) == {
+        names.READYZ, names.RECOVERY, names.FREEZE, names.EXABGP_FROZEN, names.UPLINK,
+        names.POWER_OFF, names.LEAF, names.PLANNED,
+    }  # fmt: skip
+    ours = {scenario: by_system["announcer"] for scenario, by_system in data.items()}
+    for scenario in (names.FREEZE, names.EXABGP_FROZEN, names.UPLINK, names.POWER_OFF):
+        # BFD (or ExaBGP's liveness check), far below the leaves' 90 s hold time
+        assert ours[scenario]["max_s"] is not None and ours[scenario]["max_s"] < 5.0, scenario
+        assert ours[scenario]["total_requests"] > 300, scenario
+    assert ours[names.UPLINK]["leaf2_lost"] == 0
+    assert ours[names.LEAF]["max_s"] is not None and ours[names.LEAF]["max_s"] < 5.0
+    assert all(not f["violations"] for f in ours.values())
+    assert (
+        "| node-power-off p99, out of both leaves | <= 1.1 s |"
+        in (tmp_path / "bench.md").read_text()
+    )
+    assert netns.list_netns(f"clab-{DUAL_LAB_NAME}-") == []
+    assert not dual_topology.lab_dir.exists()

@@ -24,6 +24,8 @@ EXIT_INTERRUPTED = 130
 # Kept here (checked against `systems.SYSTEMS` by the tests) so that registering the command
 # imports nothing of the benchmark: every `announcer` invocation loads the lab group.
 SYSTEM_NAMES = ("announcer", "exabgp-healthcheck", "exabgp-healthcheck-matched")
+# The dual-homed network's announcer variants (checked against `systems.VARIANTS`).
+VARIANT_NAMES = ("announcer-bfd-100ms", "announcer-no-bfd")
 DEFAULT_REPETITIONS = 21
 
 
@@ -54,8 +56,9 @@ DEFAULT_REPETITIONS = 21
     "--system",
     "system_names",
     multiple=True,
-    type=click.Choice(SYSTEM_NAMES),
-    help="Only this system (repeatable) [default: all three].",
+    type=click.Choice(SYSTEM_NAMES + VARIANT_NAMES),
+    help="Only this system (repeatable) [default: the three; on the dual-homed network "
+    "also the announcer variants with BFD at 100 ms x 3 and without BFD].",
 )
 @click.option("--seed", type=int, default=None, help="Random phase of the faults [default: time].")
 @click.pass_context
@@ -69,11 +72,17 @@ def bench(
     Every scenario (readyz-failure, recovery, planned-restart with shutdown delay 3 s and 0 s
     under 200 new HTTPS connections a second, daemon-kill, daemon-freeze, node-silent,
     footprint) for every system (announcer, exabgp-healthcheck, exabgp-healthcheck-matched),
-    timed from the fault to r1's kernel FIB (netlink events, one monotonic clock)."""
+    timed from the fault to r1's kernel FIB (netlink events, one monotonic clock).
+
+    With --topology containerlab/dual-homed.clab.yml: node-power-off, uplink-cut,
+    leaf-failure, exabgp-frozen, daemon-freeze, readyz-failure and planned-restart, each under
+    the client's load, timed to every leaf's FIB, for five systems (the three, plus
+    announcer-bfd-100ms and announcer-no-bfd); about 35 minutes."""
     from announcer.lab.bench import plots, report
+    from announcer.lab.bench.network import is_dual
     from announcer.lab.bench.run import Interrupted, run_bench
     from announcer.lab.bench.scenarios import Plan
-    from announcer.lab.bench.systems import SYSTEMS, by_name
+    from announcer.lab.bench.systems import DUAL_SYSTEMS, SYSTEMS, by_name
 
     try:
         topology = load_topology(topology_path or default_topology())
@@ -81,7 +90,8 @@ def bench(
         raise click.ClickException(str(exc)) from exc
     seed = int(time.time()) if seed is None else seed
     plan = Plan.quick(seed) if quick else Plan(repetitions=repetitions, seed=seed)
-    chosen = by_name(system_names) if system_names else SYSTEMS
+    every = DUAL_SYSTEMS if is_dual(topology) else SYSTEMS
+    chosen = by_name(system_names) if system_names else every
     out = out.resolve()
     try:
         results = run_bench(topology, plan, chosen, raw=out / "raw", say=click.echo)

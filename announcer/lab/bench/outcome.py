@@ -27,6 +27,12 @@ FREEZE = "daemon-freeze"
 SILENT = "node-silent"
 FOOTPRINT = "footprint"
 SCENARIOS = (READYZ, RECOVERY, PLANNED, PLANNED_0, KILL, FREEZE, SILENT, FOOTPRINT)
+# The dual-homed network's own scenarios (`network`); it runs READYZ, FREEZE and PLANNED too.
+POWER_OFF = "node-power-off"
+UPLINK = "uplink-cut"
+LEAF = "leaf-failure"
+EXABGP_FROZEN = "exabgp-frozen"
+DUAL = (POWER_OFF, UPLINK, LEAF, EXABGP_FROZEN)
 
 Sample = float | None
 

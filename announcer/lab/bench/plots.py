@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 NODE_COLOURS = {"cp1": "#4C72B0", "cp2": "#DD8452", "cp3": "#55A868"}
 FAILED, IN_FLIGHT = "#C44E52", "#3A3A3A"
-SYSTEM_COLOURS = ("#4C72B0", "#C44E52", "#8172B2")
+SYSTEM_COLOURS = ("#4C72B0", "#C44E52", "#8172B2", "#55A868", "#CCB974")
 BIN = 0.1
 TITLES = {
     names.READYZ: "readyz-failure: apiserver etcd-down until the node leaves r1's FIB",
@@ -36,6 +36,10 @@ TITLES = {
     names.SILENT: "node-silent: the node's link drops everything until r1 drops the path",
     names.PLANNED: "planned-restart, shutdown-delay-duration 3 s: SIGTERM until the node leaves",
     names.PLANNED_0: "planned-restart, shutdown-delay-duration 0 s: SIGTERM until the node leaves",
+    names.POWER_OFF: "node-power-off: links silent, processes stopped, until out of both leaves",
+    names.UPLINK: "uplink-cut: the node's link to leaf1 silent until leaf1 drops the path",
+    names.LEAF: "leaf-failure: leaf1 silent, its FRR killed, until the spine stops using it",
+    names.EXABGP_FROZEN: "exabgp-frozen: ExaBGP SIGSTOPped until out of both leaves",
 }
 
 

@@ -23,10 +23,12 @@ from pathlib import Path
 from announcer.lab.bench import outcome as names
 from announcer.lab.bench.outcome import Outcome, Sample
 from announcer.lab.bench.run import Results, plan_record
-from announcer.lab.bench.systems import ANNOUNCER, HEALTHCHECK
+from announcer.lab.bench.systems import ANNOUNCER, BFD_100MS, HEALTHCHECK
 from announcer.status_protocol import JSONObject, JSONValue
 
-TIMED = (names.READYZ, names.RECOVERY, names.KILL, names.FREEZE, names.SILENT)
+TIMED = (names.READYZ, names.RECOVERY, names.KILL, names.FREEZE, names.SILENT, *names.DUAL)
+ROUTER_BFD = 0.9  # the spine's and leaves' BFD with each other: 300 ms x 3
+FIB = 0.1  # allowance for the spine's FIB update once its BFD saw leaf1 down
 PLANNED = (names.PLANNED, names.PLANNED_0)
 
 
@@ -47,7 +49,7 @@ def figures(result: Outcome) -> JSONObject:
 def results_json(results: Results) -> JSONObject:
     return {
         scenario: {system: figures(r) for system, r in by_system.items()}
-        for scenario in names.SCENARIOS
+        for scenario in (*names.SCENARIOS, *names.DUAL)
         if (by_system := results.outcomes.get(scenario))
     }
 
@@ -85,6 +87,8 @@ def seconds(value: Sample, cap: float | None = None, unit: str = "") -> str:
 
 def cell(scenario: str, result: Outcome) -> str:
     f = result.figures
+    if scenario in TIMED and "total_requests" in f:
+        return load_cell(result)
     if scenario in TIMED:
         stats = result.stats()
         if result.never == len(result.samples):
@@ -109,6 +113,33 @@ def cell(scenario: str, result: Outcome) -> str:
     return "?"
 
 
+def load_cell(result: Outcome) -> str:
+    """A dual-homed scenario: p50 / p99 / max (a sample that reached the cap shows as
+    capped), then the client's failed requests."""
+    f, stats = result.figures, result.stats()
+    if result.samples:
+        parts = [_capped(stats[k], result.cap_s) for k in ("p50_s", "p99_s", "max_s")]
+        text = " / ".join(parts) + f" (n={len(result.samples)})"
+    else:
+        text = "-"
+    text += (
+        f"; {f.get('failed_requests')} of {f.get('total_requests')} requests failed, "
+        f"{f.get('failed_other')} not in flight at a FIB change"
+    )
+    if "leaf2_lost" in f:
+        text += f"; leaf2 lost it {f['leaf2_lost']} times"
+    if isinstance(each := f.get("per_vip_s"), dict):
+        text += "; " + ", ".join(
+            f"{vip} {_capped(v if isinstance(v, float) else None, result.cap_s)}"
+            for vip, v in each.items()
+        )
+    return text
+
+
+def _capped(value: Sample, cap: float | None) -> str:
+    return f"capped at {cap:g}" if value is None and cap is not None else seconds(value)
+
+
 def _ms(value: Sample) -> str:
     return "never" if value is None else f"{value * 1000:.0f} ms"
 
@@ -122,6 +153,10 @@ HEADINGS = {
     names.PLANNED: "planned-restart, shutdown delay 3 s",
     names.PLANNED_0: "planned-restart, shutdown delay 0 s",
     names.FOOTPRINT: "footprint (per node, {seconds:g} s steady state)",
+    names.POWER_OFF: "node-power-off: out of both leaves, s (p50 / p99 / max)",
+    names.UPLINK: "uplink-cut: out of leaf1, s (p50 / p99 / max)",
+    names.LEAF: "leaf-failure: the spine off leaf1, s",
+    names.EXABGP_FROZEN: "exabgp-frozen: out of both leaves, s (p50 / p99 / max)",
 }
 
 
@@ -129,8 +164,10 @@ def results_table(results: Results) -> list[str]:
     systems = list(results.settings)
     lines = ["| scenario | " + " | ".join(f"`{s}`" for s in systems) + " |"]
     lines.append("|---" * (len(systems) + 1) + "|")
-    for scenario in names.SCENARIOS:
-        by_system = results.outcomes.get(scenario, {})
+    for scenario in (*names.SCENARIOS, *names.DUAL):
+        if scenario not in results.outcomes:
+            continue
+        by_system = results.outcomes[scenario]
         cells = [cell(scenario, by_system[s]) if s in by_system else "-" for s in systems]
         heading = HEADINGS[scenario].format(seconds=results.plan.footprint_seconds)
         lines.append(f"| {heading} | " + " | ".join(cells) + " |")
@@ -145,6 +182,8 @@ class Target:
     bound: Callable[[Results], tuple[float, float]]  # (low, high)
     unit: str = "s"
     needs_samples: bool = False
+    system: str = ANNOUNCER  # whose figure it checks
+    dual: bool = False  # a target of the dual-homed network only
 
 
 def _stat(key: str) -> Callable[[Outcome], float | None]:
@@ -188,21 +227,46 @@ TARGETS = (
 )  # fmt: skip
 
 
+def _dual(label: str, scenario: str, high: float, system: str = ANNOUNCER) -> Target:
+    return Target(label, scenario, _stat("p99_s"), lambda _: (0.0, high), needs_samples=True,
+                  system=system, dual=True)  # fmt: skip
+
+
+def _zero(label: str, scenario: str, key: str) -> Target:
+    return Target(label, scenario, _figure(key), lambda _: (0.0, 0.0), "", dual=True)
+
+
+DUAL_TARGETS = (
+    _dual("node-power-off p99, out of both leaves", names.POWER_OFF, 1.1),
+    _dual(f"node-power-off p99 at 100 ms x 3 (`{BFD_100MS}`)", names.POWER_OFF, 0.5, BFD_100MS),
+    _dual("daemon-freeze p99, out of both leaves", names.FREEZE, 1.1),
+    _dual("exabgp-frozen p99, out of both leaves", names.EXABGP_FROZEN, 1.5),
+    _dual("uplink-cut p99, out of leaf1", names.UPLINK, 1.1),
+    _zero("uplink-cut: times leaf2 lost the node", names.UPLINK, "leaf2_lost"),
+    _dual("leaf-failure: the spine off leaf1 (its BFD 0.9 s + FIB)", names.LEAF,
+          ROUTER_BFD + FIB),
+    _zero("leaf-failure failures other than in flight", names.LEAF, "failed_other"),
+)  # fmt: skip
+
+
 def targets_table(results: Results) -> list[str]:
     lines = [
         f"| target | bound | `{ANNOUNCER}` | met | `{HEALTHCHECK}` / `{ANNOUNCER}` |",
         "|---|---|---|---|---|",
     ]
-    for target in TARGETS:
+    dual = results.meta.get("network") == "dual-homed"
+    for target in (*TARGETS, *DUAL_TARGETS):
         by_system = results.outcomes.get(target.scenario, {})
-        if ANNOUNCER not in by_system:
+        if target.system not in by_system or (target.dual and not dual):
             continue
-        if target.needs_samples and not by_system[ANNOUNCER].samples:
+        if target.needs_samples and not by_system[target.system].samples:
             continue  # not measured in this run
-        ours = target.value(by_system[ANNOUNCER])
+        ours = target.value(by_system[target.system])
         theirs = target.value(by_system[HEALTHCHECK]) if HEALTHCHECK in by_system else None
         if theirs is None and HEALTHCHECK in by_system and not by_system[HEALTHCHECK].samples:
             theirs = math.nan  # not measured for the baseline (no such command)
+        if HEALTHCHECK not in by_system:
+            theirs = math.nan  # the baseline did not run
         low, high = target.bound(results)
         met = ours is not None and low <= ours <= high
         bound = f"{low:g}-{high:g}" if low else f"<= {high:g}"

@@ -3,7 +3,8 @@
 Systems run one after the other on the same lab (`systems.install` switches all three
 control-plane nodes), each in its own `Phase`: first the footprint (a steady state right after
 the switch), then readyz failure and recovery, the health process killed and frozen, the node
-silent, and the planned restart with `--shutdown-delay-duration` 3 s and 0 s. The lab is torn
+silent, and the planned restart with `--shutdown-delay-duration` 3 s and 0 s (on the dual-homed
+network, `network.steps` instead: its faults under client load). The lab is torn
 down at the end whatever happened (an error, Ctrl-C, SIGTERM), and a lab of the same name that
 is already up is refused rather than reused (the benchmark would have to tear it down).
 Also records the machine and the software versions.
@@ -26,9 +27,9 @@ from pathlib import Path
 from types import FrameType
 
 import announcer
-from announcer.lab import frr, realiser, routers
+from announcer.lab import frr, realiser
+from announcer.lab.bench import network, rolling, scenarios, systems
 from announcer.lab.bench import outcome as names
-from announcer.lab.bench import rolling, scenarios, systems
 from announcer.lab.bench.outcome import Outcome
 from announcer.lab.bench.phase import Phase
 from announcer.lab.bench.scenarios import Plan
@@ -64,8 +65,8 @@ def run_bench(
     results = Results(plan)
     start = time.monotonic()
     results.meta = machine_and_software()
+    results.meta["network"] = "dual-homed" if network.is_dual(topology) else "simple"
     with _sigterm_interrupts():
-        _check_fits(topology, chosen)
         if found := realiser.leftovers(topology):
             raise BenchError(
                 f"lab {topology.name} is already there ({'; '.join(found)}): the benchmark "
@@ -84,30 +85,21 @@ def run_bench(
     return results
 
 
-def _check_fits(topology: Topology, chosen: Sequence[System]) -> None:
-    """The baselines' ExaBGP template has one IPv4 session: one router only."""
-    baselines = [system.name for system in chosen if not system.is_announcer]
-    if baselines and len(routers.edge_routers(topology)) > 1:
-        raise BenchError(
-            f"{', '.join(baselines)}: the baseline's ExaBGP template has one IPv4 session, "
-            f"and {topology.name} has several edge routers: run --system announcer there"
-        )
-
-
 def _run_system(
     topology: Topology, plan: Plan, system: System, results: Results, *,
     first: bool, raw: Path, say: Say,
 ) -> None:  # fmt: skip
     nodes = realiser.nodes_with_role(topology, realiser.CONTROL_PLANE)
     began = time.monotonic()
-    if not (first and system.is_announcer):  # `lab up` starts every node with announcer
+    if not (first and not system.reconfigured):  # `lab up` starts every node with announcer
         say(f"{system.name}: switching {', '.join(nodes)}")
         systems.install(topology, system, nodes)
     results.settings[system.name] = systems.settings(system, topology, nodes[0])
     with Phase(topology, system) as phase:
         if not phase.all_in(scenarios.RESTORE_TIMEOUT):
             raise BenchError(f"{system.name}: the nodes did not all get into the routers' FIBs")
-        for scenario, measure in _steps(plan, raw / system.name):
+        by_network = network.steps if network.is_dual(topology) else _steps
+        for scenario, measure in by_network(plan, raw / system.name):
             t0 = time.monotonic()
             for name, result in measure(phase).items():
                 results.add(name, system.name, result)

@@ -7,15 +7,20 @@
   `--withdraw-on-down`, everything else at the checker's defaults;
 - `exabgp-healthcheck-matched`: the same with interval, fast interval, rise, fall and timeout
   taken from announcer's defaults (the checker's `--timeout` takes whole seconds only, so the
-  0.35 s deadline goes to curl's `--max-time`, with `--timeout 1` behind it).
+  0.35 s deadline goes to curl's `--max-time`, with `--timeout 1` behind it);
+- `announcer-bfd-100ms`, `announcer-no-bfd` (the dual-homed network's variants): the node's
+  own config.yaml with its top-level `bfd` section replaced (100 ms x 3; `enabled: false`),
+  rendered into `<lab dir>/<node>/bench/config.yaml`.
 
 A node runs the baseline by the lab node's own plain-ExaBGP stage (`node.choose_speaker`: no
 config.yaml in /etc/announcer), given an /etc/announcer bound from `<lab dir>/<node>/bench/`
-that holds only the rendered `exabgp.conf` (`exabgp/healthcheck.conf.tmpl`); the repository's
-files are never touched. Switching restarts the node's main process (`faults.restart_node`)
-with that bind in place of the topology's. The baseline announces the IPv4 VIP only: the
-checker sends `neighbor * announce route ... next-hop self`, which ExaBGP rejects as a whole
-for an IPv6 VIP as soon as an IPv4 session exists.
+that holds only the rendered `exabgp.conf` (`exabgp/healthcheck.conf.tmpl`, one session per
+IPv4 neighbor of the node's config from `exabgp/healthcheck-neighbor.conf.tmpl`: both leaves
+on the dual-homed network); the repository's files are never touched. Switching restarts the
+node's main process (`faults.restart_node`) with that bind in place of the topology's. The
+baseline announces the IPv4 VIP only: the checker sends `neighbor * announce route ...
+next-hop self`, which ExaBGP rejects as a whole for an IPv6 VIP as soon as an IPv4 session
+exists.
 
 It must not measure anything.
 """
@@ -28,12 +33,14 @@ import math
 import signal
 import string
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from ipaddress import IPv4Network
 from pathlib import Path, PurePosixPath
 from types import MappingProxyType
+
+import yaml
 
 import announcer
 from announcer.config import Config, load_config
@@ -49,6 +56,9 @@ ANNOUNCER = "announcer"
 HEALTHCHECK = "exabgp-healthcheck"
 MATCHED = "exabgp-healthcheck-matched"
 TEMPLATE = Path("exabgp") / "healthcheck.conf.tmpl"
+NEIGHBOR_TEMPLATE = Path("exabgp") / "healthcheck-neighbor.conf.tmpl"
+BFD_100MS = "announcer-bfd-100ms"
+NO_BFD = "announcer-no-bfd"
 READYZ = "https://127.0.0.1:6443/readyz"
 _CONFIG_DIR = PurePosixPath("/etc/announcer")
 _STOP_TIMEOUT = 15.0
@@ -67,10 +77,16 @@ class System:
     summary: str
     options: tuple[str, ...] | None = None
     curl_options: tuple[str, ...] = ()
+    bfd: Mapping[str, object] | None = None  # announcer: its top-level `bfd` section instead
 
     @property
     def is_announcer(self) -> bool:
         return self.options is None
+
+    @property
+    def reconfigured(self) -> bool:
+        """Whether the node's own /etc/announcer is not what it runs with."""
+        return not self.is_announcer or self.bfd is not None
 
 
 def _matched() -> System:
@@ -93,14 +109,22 @@ SYSTEMS: tuple[System, ...] = (
     System(HEALTHCHECK, "ExaBGP + `exabgp healthcheck`, curl /readyz, defaults", ()),
     _matched(),
 )
+# The dual-homed network's announcer variants (the leaves' profile accepts down to 100 ms).
+VARIANTS: tuple[System, ...] = (
+    System(BFD_100MS, "announcer daemon, BFD at 100 ms x 3",
+           bfd=MappingProxyType({"enabled": True, "transmit_interval": 0.1,
+                                 "receive_interval": 0.1, "detect_multiplier": 3})),
+    System(NO_BFD, "announcer daemon, BFD off", bfd=MappingProxyType({"enabled": False})),
+)  # fmt: skip
+DUAL_SYSTEMS: tuple[System, ...] = (SYSTEMS[0], *VARIANTS, *SYSTEMS[1:])
 
 
 def by_name(names: Sequence[str]) -> tuple[System, ...]:
-    known = {system.name: system for system in SYSTEMS}
+    known = {system.name: system for system in DUAL_SYSTEMS}
     unknown = [name for name in names if name not in known]
     if unknown:
         raise BenchError(f"unknown system {', '.join(unknown)}: one of {', '.join(known)}")
-    return tuple(system for system in SYSTEMS if system.name in names)
+    return tuple(system for system in DUAL_SYSTEMS if system.name in names)
 
 
 # ---- the baseline's command line and configuration -------------------------------------------
@@ -134,30 +158,35 @@ def effective_options(args: Sequence[str]) -> JSONObject:
     return {names.get(key, key): getattr(parsed, key) for key in keys}
 
 
-def template_path() -> Path:
+def template_path(template: Path = TEMPLATE) -> Path:
     root = Path(announcer.__file__).resolve().parents[1]
-    for candidate in (root / TEMPLATE, Path.cwd() / TEMPLATE):
+    for candidate in (root / template, Path.cwd() / template):
         if candidate.is_file():
             return candidate
-    raise BenchError(f"no {TEMPLATE} next to the package or in the current directory")
+    raise BenchError(f"no {template} next to the package or in the current directory")
 
 
 def render_exabgp(system: System, config: Config, vips: Sequence[IPNetwork]) -> str:
-    """The node's ExaBGP configuration for `system`, from its announcer `config`."""
+    """The node's ExaBGP configuration for `system`, from its announcer `config`: one
+    session per IPv4 neighbor (the IPv6 ones are left out: the baseline announces the IPv4
+    VIP only)."""
     v4 = [n for n in config.bgp.neighbors if n.address.version == 4]
-    if len(v4) != 1:
-        raise BenchError(f"the baseline template has one IPv4 session; the config has {len(v4)}")
-    (neighbor,) = v4
+    if not v4:
+        raise BenchError("the baseline needs an IPv4 session; bgp.neighbors has none")
     argv = [sys.executable, "-m", "exabgp", "healthcheck", *healthcheck_args(system, vips)]
-    fields = {
-        "run": " ".join(_quote(arg) for arg in argv),
-        "router_id": str(config.bgp.router_id),
-        "local_address": str(neighbor.local_address or config.bgp.router_id),
-        "local_as": str(config.bgp.local_as),
-        "neighbor": str(neighbor.address),
-        "peer_as": str(neighbor.peer_as),
-        "hold_time": str(neighbor.hold_time),
-    }
+    block = string.Template(template_path(NEIGHBOR_TEMPLATE).read_text())
+    neighbors = [
+        block.substitute(
+            router_id=str(config.bgp.router_id),
+            local_address=str(neighbor.local_address or config.bgp.router_id),
+            local_as=str(config.bgp.local_as),
+            neighbor=str(neighbor.address),
+            peer_as=str(neighbor.peer_as),
+            hold_time=str(neighbor.hold_time),
+        )
+        for neighbor in v4
+    ]
+    fields = {"run": " ".join(_quote(arg) for arg in argv), "neighbors": "\n".join(neighbors)}
     return string.Template(template_path().read_text()).substitute(fields)
 
 
@@ -182,7 +211,7 @@ def announced_vips(system: System, topology: Topology) -> tuple[IPNetwork, ...]:
 
 def settings(system: System, topology: Topology, node: str) -> JSONObject:
     """What `system` runs with on `node`, for the record."""
-    config = node_config(topology, node)
+    config = node_config(variant(topology, system, node) if system.bfd else topology, node)
     if system.is_announcer:
         api = config.apiserver
         return {
@@ -192,6 +221,7 @@ def settings(system: System, topology: Topology, node: str) -> JSONObject:
             "heartbeat_timeout": config.exabgp.heartbeat_timeout,
             "drain_delay": config.drain.delay,
             "vips": [str(v) for v in announced_vips(system, topology)],
+            "bfd": dataclasses.asdict(config.bfd),
         }
     args = healthcheck_args(system, announced_vips(system, topology))
     return {
@@ -205,13 +235,18 @@ def settings(system: System, topology: Topology, node: str) -> JSONObject:
 
 def variant(topology: Topology, system: System, node: str) -> Topology:
     """`topology` with `node`'s /etc/announcer bound from where `system` needs it."""
-    if system.is_announcer:
+    if not system.reconfigured:
         return topology
     bench_dir = topology.node_dir(node) / "bench"
     bench_dir.mkdir(parents=True, exist_ok=True)
-    config = node_config(topology, node)
-    vips = announced_vips(system, topology)
-    (bench_dir / "exabgp.conf").write_text(render_exabgp(system, config, vips))
+    for stale in ("exabgp.conf", "config.yaml"):
+        (bench_dir / stale).unlink(missing_ok=True)
+    if system.bfd is not None:
+        (bench_dir / "config.yaml").write_text(render_config(topology, node, system.bfd))
+    else:
+        config = node_config(topology, node)
+        vips = announced_vips(system, topology)
+        (bench_dir / "exabgp.conf").write_text(render_exabgp(system, config, vips))
     spec = topology.nodes[node]
     binds = tuple(
         dataclasses.replace(b, source=bench_dir) if b.destination == _CONFIG_DIR else b
@@ -219,6 +254,15 @@ def variant(topology: Topology, system: System, node: str) -> Topology:
     )
     nodes = dict(topology.nodes) | {node: dataclasses.replace(spec, binds=binds)}
     return dataclasses.replace(topology, nodes=MappingProxyType(nodes))
+
+
+def render_config(topology: Topology, node: str, bfd: Mapping[str, object]) -> str:
+    """The node's own config.yaml with its top-level `bfd` section replaced by `bfd`."""
+    data = yaml.safe_load(faults.host_path(topology, node, faults.CONFIG).read_text())
+    if not isinstance(data, dict):
+        raise BenchError(f"{node}: its config.yaml is not a mapping")
+    data["bfd"] = dict(bfd)
+    return yaml.safe_dump(data, sort_keys=False)
 
 
 def install(topology: Topology, system: System, nodes: Sequence[str]) -> None:
