@@ -268,4 +268,5 @@ def _router_status(topology: Topology, router: str) -> None:
 from announcer.lab import demo as _demo  # noqa: E402, F401 - registers `lab demo` on `lab`
 from announcer.lab import runner as _runner  # noqa: E402, F401 - registers `lab faults`
 from announcer.lab import soak as _soak  # noqa: E402, F401 - registers `lab soak`
+from announcer.lab import stress as _stress  # noqa: E402, F401 - registers `lab stress`
 from announcer.lab.bench import command as _bench  # noqa: E402, F401 - registers `lab bench`
