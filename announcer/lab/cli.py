@@ -263,6 +263,23 @@ def _router_status(topology: Topology, router: str) -> None:
                 click.echo(f"  {vip!s:22} {len(hops)} via {', '.join(map(str, hops)) or '-'}")
     except LabError as exc:
         click.echo(f"  ? {exc}")
+    _bfd_status(topology, router)
+
+
+def _bfd_status(topology: Topology, router: str) -> None:
+    """The router's BFD sessions (`show bfd peers brief`), where its bfdd runs."""
+    daemons = topology.bind_source(router, PurePosixPath("/etc/frr/daemons"))
+    if daemons is None or "bfdd" not in frr.parse_daemons(daemons.read_text()).enabled:
+        return
+    click.echo(f"{router} BFD sessions:")
+    try:
+        lines = frr.vtysh(topology.netns(router), "show bfd peers brief").splitlines()
+    except LabError as exc:
+        click.echo(f"  ? {exc}")
+        return
+    for line in lines:
+        if line.strip() and not line.startswith(("Session count", "=")):
+            click.echo(f"  {line.rstrip()}")
 
 
 from announcer.lab import demo as _demo  # noqa: E402, F401 - registers `lab demo` on `lab`
