@@ -186,9 +186,9 @@ def run_row(lab: Topology, name: str) -> runner.Outcome:
 
 
 IPV6_BFD = (
-    "seen in some runs: an FRR bfdd session stayed Up after its peer fell silent (most often "
-    "the IPv6 one; the other family's went down in the BFD time), so that VIP kept the path "
-    "until the 90 s hold time; the row reports each VIP's time and the routers' sessions"
+    "seen in some runs, not alone: an FRR bfdd session stayed Up after its peer fell silent "
+    "(most often the IPv6 one; the other family's went down in the BFD time), so that VIP kept "
+    "the path until the 90 s hold time; containerlab/README.md says what is known of the cause"
 )
 
 
