@@ -167,8 +167,9 @@ def node(name: str | None, vips: str | None) -> None:
 @lab.command()
 @topology_option
 def status(topology_path: Path | None) -> None:
-    """One screen: nodes, fake apiservers, daemons, and every router's BGP sessions and
-    installed nexthops (r1's; both leaves' and the spine's)."""
+    """One screen: nodes, fake apiservers, daemons, and every router's BGP sessions,
+    installed nexthops and, where it runs bfdd, BFD sessions (r1's; both leaves' and the
+    spine's)."""
     topology = _topology(topology_path)
     present = set(list_netns(realiser.namespace_prefix(topology)))
     click.echo(f"lab {topology.name}  ({topology.path})")
