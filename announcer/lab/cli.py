@@ -167,8 +167,9 @@ def node(name: str | None, vips: str | None) -> None:
 @lab.command()
 @topology_option
 def status(topology_path: Path | None) -> None:
-    """One screen: nodes, fake apiservers, daemons, and every router's BGP sessions and
-    installed nexthops (r1's; both leaves' and the spine's)."""
+    """One screen: nodes, fake apiservers, daemons, and every router's BGP sessions,
+    installed nexthops and, where it runs bfdd, BFD sessions (r1's; both leaves' and the
+    spine's)."""
     topology = _topology(topology_path)
     present = set(list_netns(realiser.namespace_prefix(topology)))
     click.echo(f"lab {topology.name}  ({topology.path})")
@@ -263,9 +264,27 @@ def _router_status(topology: Topology, router: str) -> None:
                 click.echo(f"  {vip!s:22} {len(hops)} via {', '.join(map(str, hops)) or '-'}")
     except LabError as exc:
         click.echo(f"  ? {exc}")
+    _bfd_status(topology, router)
+
+
+def _bfd_status(topology: Topology, router: str) -> None:
+    """The router's BFD sessions (`show bfd peers brief`), where its bfdd runs."""
+    daemons = topology.bind_source(router, PurePosixPath("/etc/frr/daemons"))
+    if daemons is None or "bfdd" not in frr.parse_daemons(daemons.read_text()).enabled:
+        return
+    click.echo(f"{router} BFD sessions:")
+    try:
+        lines = frr.vtysh(topology.netns(router), "show bfd peers brief").splitlines()
+    except LabError as exc:
+        click.echo(f"  ? {exc}")
+        return
+    for line in lines:
+        if line.strip() and not line.startswith(("Session count", "=")):
+            click.echo(f"  {line.rstrip()}")
 
 
 from announcer.lab import demo as _demo  # noqa: E402, F401 - registers `lab demo` on `lab`
 from announcer.lab import runner as _runner  # noqa: E402, F401 - registers `lab faults`
 from announcer.lab import soak as _soak  # noqa: E402, F401 - registers `lab soak`
+from announcer.lab import stress as _stress  # noqa: E402, F401 - registers `lab stress`
 from announcer.lab.bench import command as _bench  # noqa: E402, F401 - registers `lab bench`
