@@ -118,19 +118,17 @@ class StressLab:
         return all(isinstance(s, dict) and s.get("status") == "up" for s in sessions)
 
     def fast_in_force(self) -> bool:
-        """Whether the routers send to the fast node at its fast receive interval."""
+        """Whether every router's session with the fast node runs at the fast interval both
+        ways: the router sends at max(its transmit-interval, the node's receive interval) and
+        detects at the node's multiplier x max(its receive-interval, the node's transmit)."""
         wanted = round(self.plan.fast_interval * 1000)
         fast = [a for a, n in self.owner_of.items() if n == self.plan.fast_node]
         try:
             sessions = [s for r in self.routers for s in self.frr_list(r)]
         except LabError:
             return False
-        seen = [
-            s.get("remote-receive-interval")
-            for s in sessions
-            if isinstance(s, dict) and s.get("peer") in fast
-        ]
-        return bool(seen) and all(v == wanted for v in seen)
+        seen = [s for s in sessions if isinstance(s, dict) and s.get("peer") in fast]
+        return bool(seen) and all(_runs_at(s, wanted) for s in seen)
 
     def scrape(self, t: float) -> None:
         for node in self.nodes:
@@ -264,3 +262,13 @@ def stress(
     fast = profile(plan.fast_interval, 3) if plan.fast_node else None
     if tally.any_down(but=fast):
         raise SystemExit(1)
+
+
+def _runs_at(session: dict[str, object], wanted: int) -> bool:
+    """Whether an FRR `show bfd peers` session sends and detects at `wanted` ms."""
+    local = ("transmit-interval", "receive-interval")
+    remote = ("remote-transmit-interval", "remote-receive-interval")
+    sending = [session.get(key) for key in (*local, *remote)]
+    return all(isinstance(v, int) and v <= wanted for v in sending[:2]) and all(
+        v == wanted for v in sending[2:]
+    )
