@@ -254,6 +254,19 @@ def others_stayed(t: Trial, node: str, since: float) -> Finding:
     return Finding(text, not gone)
 
 
+def out_of_leaves(t: Trial, node: str, t0: float, bound: float) -> list[Finding]:
+    """Per leaf and VIP: seconds from `t0` until that leaf no longer routed it via `node`;
+    for a late one, what the leaves' sessions with the node showed then."""
+    mine = t.gateways[node]
+    t.watcher.wait(lambda: gone(t, LEAF, mine) and gone(t, OTHER, mine), bound + 2.0)
+    found = [
+        f for leaf in (LEAF, OTHER) for f in left_each(t, leaf, mine, t0, f"out of {leaf}", bound)
+    ]
+    if not all(f.ok for f in found):
+        found += [Finding(seen_from(t, leaf, node), True) for leaf in (LEAF, OTHER)]
+    return found
+
+
 def leaves_bfd_before(t: Trial, node: str) -> list[Finding]:
     return [bfd_before(t, leaf, node) for leaf in (LEAF, OTHER)]
 
@@ -266,15 +279,13 @@ def leaves_bfd_before(t: Trial, node: str) -> list[Finding]:
 )
 def node_power_off(t: Trial, node: str) -> list[Finding]:
     bound = bfd_time(t, node) + BFD_TO_FIB
-    mine, leaves = t.gateways[node], leaf_gateways(t, LEAF) | leaf_gateways(t, OTHER)
+    leaves = leaf_gateways(t, LEAF) | leaf_gateways(t, OTHER)
     found = leaves_bfd_before(t, node)
     t0 = now()
     try:
         faults.power_off(t.topology, node)
         t.check.leave(node, at=t0, within=bound, why="power off")
-        t.watcher.wait(lambda: gone(t, LEAF, mine) and gone(t, OTHER, mine), bound + 2.0)
-        for leaf in (LEAF, OTHER):
-            found += left_each(t, leaf, mine, t0, f"{node} out of {leaf}", bound)
+        found += out_of_leaves(t, node, t0, bound)
         found += [others_stayed(t, node, t0), never_without(t, SPINE, leaves, t0)]
     finally:
         t.exabgp_exited(node, now())  # the relay, frozen with it, may stop it when it wakes
@@ -320,7 +331,7 @@ def daemon_frozen(t: Trial, node: str) -> list[Finding]:
     faults.send(t.topology, node, "daemon", signal.SIGSTOP)
     try:
         t.check.leave(node, at=t0, within=bound, why="daemon frozen")
-        found.append(t.until_out(node, t0, bound, "out of both leaves"))
+        found += out_of_leaves(t, node, t0, bound)
         found.append(others_stayed(t, node, t0))
     finally:
         t.exabgp_exited(node, now())  # the relay's dead-man switch may stop it meanwhile
