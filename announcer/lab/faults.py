@@ -13,6 +13,9 @@ a second, it cannot afford a command per query), and systemd, not the lab, start
 again. Every function returns once its action is done, so the caller's `time.monotonic()`
 taken just before the call is the fault's time.
 
+A node loses power with `power_off` (its processes frozen, then every link silent), and BFD
+alone is dropped on a link with `drop_bfd` (UDP 3784 only: BGP's TCP still passes).
+
 Configuration faults go through `override.ConfigOverride` (the repository's files are never
 touched); `swap_ca` rewrites the node's lab copy of the cluster CA.
 
@@ -497,3 +500,57 @@ def write_in_place(path: Path, data: bytes) -> None:
     with path.open("r+b") as out:
         out.truncate(0)
         out.write(data)
+
+
+# ---- a node powered off; BFD alone dropped ---------------------------------------------------
+
+# What stops when a node loses power, the daemon first: BFD runs in it, so the node falls
+# silent to BFD at once (the frozen processes keep their sockets: nothing is closed).
+POWERED = ("daemon", "exabgp", "relay", "apiserver")
+BFD_PORT = 3784  # RFC 5881: single-hop BFD control packets go to this UDP port
+
+
+def power_off(topology: Topology, node: str) -> None:
+    """Node `node` loses power, as its routers see it: its daemon, ExaBGP, relay and fake
+    apiserver stop (SIGSTOP; none exits, no session is closed), then every link of it
+    drops everything silently (no carrier loss). `power_on` undoes it."""
+    listed = processes(topology, node)  # once: the processes stop within a millisecond
+    found = {role: next((p for p in listed if ROLES[role](p.argv)), None) for role in POWERED}
+    missing = [role for role, proc in found.items() if proc is None]
+    if missing:
+        raise FaultError(f"{node}: no {', '.join(missing)} process to stop")
+    for proc in (p for p in found.values() if p is not None):
+        kill(proc.pid, signal.SIGSTOP)
+    drop_uplinks(topology, node)
+
+
+def power_on(topology: Topology, node: str) -> None:
+    """Undo `power_off`: the links pass traffic again, then the processes go on (SIGCONT)."""
+    drop_uplinks(topology, node, undo=True)
+    for proc in processes(topology, node):
+        if any(ROLES[role](proc.argv) for role in POWERED):
+            with contextlib.suppress(FaultError):  # gone meanwhile
+                kill(proc.pid, signal.SIGCONT)
+
+
+def drop_bfd(topology: Topology, node: str, *, undo: bool = False, link: str = _LINK) -> None:
+    """Silently drop the single-hop BFD control packets (UDP port 3784) on `node`'s `link`,
+    both directions, IPv4 and IPv6: everything else, BGP's TCP included, still passes."""
+    action = "-D" if undo else "-I"
+    for tool in ("iptables", "ip6tables"):
+        for chain, side in (("INPUT", "-i"), ("OUTPUT", "-o")):
+            rule = [chain, side, link, "-p", "udp", "--dport", str(BFD_PORT), "-j", "DROP"]
+            argv = ["ip", "netns", "exec", topology.netns(node), tool, "-w", action, *rule]
+            result = subprocess.run(argv, capture_output=True, text=True, check=False)
+            if result.returncode != 0 and not undo:
+                raise FaultError(f"{node}: {tool} {action} {' '.join(rule)}: {result.stderr}")
+
+
+def bfd_dropped(topology: Topology, node: str, *, link: str = _LINK) -> bool:
+    """Whether `drop_bfd` rules are in place on `node`'s `link` (a drop not undone)."""
+    argv = ["ip", "netns", "exec", topology.netns(node), "iptables", "-w", "-S", "INPUT"]
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    return any(
+        f"-i {link}" in line and f"--dport {BFD_PORT}" in line
+        for line in result.stdout.splitlines()
+    )

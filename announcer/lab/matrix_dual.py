@@ -10,22 +10,41 @@ edge routers only.
   daemons are killed: the spine stops using leaf1 within its BFD time, every node stays in
   leaf2's FIB and the spine always has a path;
 - `leaf1's bfdd restarted`: the spine always has a path to the VIPs, every node stays in
-  leaf2's FIB, and leaf1's BFD sessions with the spine come back.
+  leaf2's FIB, and leaf1's BFD sessions with the spine come back;
+- `node power off`: every link of the node drops everything silently and its daemon, ExaBGP,
+  relay and apiserver freeze: out of both leaves within BFD + `BFD_TO_FIB` (1.1 s at
+  300 ms x 3), the other nodes stay, the spine keeps a path (its next hops are the leaves);
+- `ExaBGP frozen`: the daemon's liveness check kills it: out of both leaves within
+  `LIVENESS_OUT` (1.5 s), back once restarted (BFD stays up: it runs in the daemon);
+- `daemon frozen`: its BFD falls silent: out of both leaves within BFD + `BFD_TO_FIB`, before
+  the relay's heartbeat timeout (2 s) stops ExaBGP;
+- `BFD dropped`: only UDP 3784 dropped on the node's uplink to leaf1, BGP's TCP passes: out of
+  leaf1 within the BFD time, in leaf2 all along. FRR 8.4's bgpd then sets the session up
+  again over TCP while BFD stays down, so leaf1 routes to the node again within seconds: the
+  row says when, for the record;
+- `BFD flap storm`: BFD on the node's uplink to leaf1 dropped and let through `STORM_FLAPS`
+  times: every other BFD session in the daemons' status keeps its state and state-change
+  count, leaf2's and the spine's FIBs do not change, the other nodes stay.
 
-While a row runs, the nodes may be out of leaf1 (the checker's "in" is every leaf), so they
-are `free` there; what must hold is checked on each router's own watcher.
+A row that takes a node out of leaf1 only makes it `free` (the checker's "in" is every leaf;
+`uplink cut` and the leaf rows free every node); what must hold is checked on each router's
+own watcher. The rows that take a node out of both leaves expect it to `leave` within the
+row's bound, so the checker holds them to it too.
 It must not run faults (`runner`) nor inject anything itself (`faults`).
 """
 
 from __future__ import annotations
 
+import signal
+import time
 from collections.abc import Callable
 
+from announcer import liveness
 from announcer.lab import faults, frr, matrix, timeline
 from announcer.lab.bounds import GAP, MARGIN, SESSION_BACK
 from announcer.lab.fib import IPAddress
 from announcer.lab.netns import LabError
-from announcer.lab.patterns import DUAL_HOMED, Fault, Run, back, now, wait_for
+from announcer.lab.patterns import DUAL_HOMED, Fault, Run, back, now, restarts, wait_for
 from announcer.lab.trial import Finding, Trial, timed
 from announcer.lab.watch import FibWatcher, interface_addresses
 from announcer.lab.watchset import RouterWatch
@@ -204,3 +223,231 @@ def bfdd_restarted(t: Trial, node: str) -> list[Finding]:
     for each in t.nodes:
         t.check.rejoin(each, at=t1, within=SESSION_BACK, why="bfdd restarted")
     return [*found, *(t.until_in(each, t1, SESSION_BACK) for each in t.nodes)]
+
+
+# ---- a silent node, a frozen process, BFD alone dropped -------------------------------------
+
+# From the leaves' BFD declaring a node down to its path out of their FIBs (bfdd -> bgpd ->
+# zebra -> kernel, about 0.1 s): issue 10's 1.1 s at 300 ms x 3 is the BFD time plus this.
+BFD_TO_FIB = 0.2
+# ExaBGP frozen: the daemon's liveness check kills it within INTERVAL + BOUND of its last
+# answer; the leaves see its sessions close at once. Issue 10's bound: 1.5 s.
+LIVENESS_OUT = liveness.INTERVAL + liveness.BOUND + 0.25
+STORM_FLAPS = 10
+STORM_DROP, STORM_PASS = 1.2, 0.6  # seconds each flap drops BFD (> 0.9 s), then lets it pass
+
+
+def bfd_time(t: Trial, node: str) -> float:
+    """The longest BFD detection time between `node` and a leaf, from its configuration
+    (each side's multiplier x the slower of the two directions' intervals)."""
+    return max(
+        max(n.bfd.transmit_interval, n.bfd.receive_interval) * n.bfd.detect_multiplier
+        for n in t.configs[node].bgp.neighbors
+    )
+
+
+def others_stayed(t: Trial, node: str, since: float) -> Finding:
+    """Every node but `node` stayed in both leaves' FIBs for every VIP since `since`."""
+    others = [each for each in t.nodes if each != node]
+    gone = [each for each in others if t.check.withdrawals(each, since, now())]
+    text = f"withdrawn: {', '.join(gone)}" if gone else f"{', '.join(others)} stayed in"
+    return Finding(text, not gone)
+
+
+def out_of_leaves(t: Trial, node: str, t0: float, bound: float) -> list[Finding]:
+    """Per leaf and VIP: seconds from `t0` until that leaf no longer routed it via `node`;
+    for a late one, what the leaves' sessions with the node showed then."""
+    mine = t.gateways[node]
+    t.watcher.wait(lambda: gone(t, LEAF, mine) and gone(t, OTHER, mine), bound + 2.0)
+    found = [
+        f for leaf in (LEAF, OTHER) for f in left_each(t, leaf, mine, t0, f"out of {leaf}", bound)
+    ]
+    if not all(f.ok for f in found):
+        found += [Finding(seen_from(t, leaf, node), True) for leaf in (LEAF, OTHER)]
+    return found
+
+
+def leaves_bfd_before(t: Trial, node: str) -> list[Finding]:
+    return [bfd_before(t, leaf, node) for leaf in (LEAF, OTHER)]
+
+
+@fault(
+    "node power off (links silent, processes frozen)",
+    f"out of both leaves <= BFD + {BFD_TO_FIB:g} s, others stay, the spine keeps a path; "
+    "powered on: back <= {exabgp:.1f} s + backoff",
+    needs_bfd=True,
+)
+def node_power_off(t: Trial, node: str) -> list[Finding]:
+    bound = bfd_time(t, node) + BFD_TO_FIB
+    leaves = leaf_gateways(t, LEAF) | leaf_gateways(t, OTHER)
+    found = leaves_bfd_before(t, node)
+    t0 = now()
+    try:
+        faults.power_off(t.topology, node)
+        t.check.leave(node, at=t0, within=bound, why="power off")
+        found += out_of_leaves(t, node, t0, bound)
+        found += [others_stayed(t, node, t0), never_without(t, SPINE, leaves, t0)]
+    finally:
+        t.exabgp_exited(node, now())  # the relay, frozen with it, may stop it when it wakes
+        found.append(back(t, node, lambda: faults.power_on(t.topology, node), t.exabgp_bound(node)))
+    return found
+
+
+@fault(
+    "ExaBGP frozen (SIGSTOP)",
+    f"killed by the daemon, out of both leaves <= {LIVENESS_OUT:.2f} s (liveness); "
+    "back <= {exabgp:.1f} s + backoff, restarts +1",
+    "cp2",
+)
+def exabgp_frozen(t: Trial, node: str) -> list[Finding]:
+    before = restarts(t, node)
+    t0 = now()
+    pid = faults.send(t.topology, node, "exabgp", signal.SIGSTOP)
+    t.check.leave(node, at=t0, within=LIVENESS_OUT, why="ExaBGP frozen")
+    found = [t.until_out(node, t0, LIVENESS_OUT, "out of both leaves")]
+    killed = faults.wait_gone(pid, max(0.0, t0 + LIVENESS_OUT - now()))
+    found.append(Finding(f"frozen ExaBGP {'killed' if killed else 'still there'}", killed))
+    t.exabgp_exited(node, now())
+    left, bound = t.check.left_at(node, t0) or now(), t.exabgp_bound(node)
+    t.check.rejoin(node, at=left, within=max(0.0, t0 + bound - left), why="ExaBGP restarted")
+    t.until_in(node, left, bound)
+    back_at = t.check.back_at(node, left)
+    found.append(timed(f"{node} back", None if back_at is None else back_at - t0, bound))
+    after = restarts(t, node)
+    return [*found, Finding(f"restarts {before} -> {after}", after == before + 1)]
+
+
+@fault(
+    "daemon frozen (SIGSTOP: its BFD falls silent)",
+    f"out of both leaves <= BFD + {BFD_TO_FIB:g} s, before the relay's heartbeat timeout; "
+    "SIGCONT: back <= {exabgp:.1f} s + backoff",
+    "cp3",
+    needs_bfd=True,
+)
+def daemon_frozen(t: Trial, node: str) -> list[Finding]:
+    bound = bfd_time(t, node) + BFD_TO_FIB
+    found = leaves_bfd_before(t, node)
+    t0 = now()
+    faults.send(t.topology, node, "daemon", signal.SIGSTOP)
+    try:
+        t.check.leave(node, at=t0, within=bound, why="daemon frozen")
+        found += out_of_leaves(t, node, t0, bound)
+        found.append(others_stayed(t, node, t0))
+    finally:
+        t.exabgp_exited(node, now())  # the relay's dead-man switch may stop it meanwhile
+        cont = lambda: faults.send(t.topology, node, "daemon", signal.SIGCONT)  # noqa: E731
+        found.append(back(t, node, cont, t.exabgp_bound(node)))
+    return found
+
+
+def again_while(t: Trial, gateways: frozenset[IPAddress], since: float, what: str) -> Finding:
+    """For the record: whether leaf1 routed through `gateways` again after it first stopped
+    (FRR's bgpd sets its session up again over TCP while BFD is still down)."""
+    found = steps(t, LEAF, gateways)
+    out = timeline.first(found, timeline.ANY, False, since)
+    again = None if out is None else timeline.first(found, timeline.ALL, True, out)
+    if again is None:
+        return Finding(f"out of {LEAF} until undone", True)
+    return Finding(f"back in {LEAF} at +{again - since:.2f} s, {what} still", True)
+
+
+@fault(
+    "BFD dropped on the uplink to leaf1, BGP's packets pass",
+    f"out of leaf1 <= BFD + {BFD_TO_FIB:g} s, stays in leaf2; restored: back <= {{session:.2f}} s",
+    needs_bfd=True,
+)
+def bfd_dropped(t: Trial, node: str) -> list[Finding]:
+    bound, mine = bfd_time(t, node) + BFD_TO_FIB, t.gateways[node]
+    found = [bfd_before(t, LEAF, node)]
+    t0 = now()
+    t.check.free(node, at=t0, why="BFD dropped")
+    try:
+        faults.drop_bfd(t.topology, node)
+        t.watcher.wait(lambda: gone(t, LEAF, mine), bound + 2.0)
+        found += left_each(t, LEAF, mine, t0, f"{node} out of {LEAF}", bound)
+        t.watcher.wait(lambda: False, OBSERVED)
+        found += [again_while(t, mine, t0, "BFD dropped"), Finding(seen_from(t, LEAF, node), True)]
+        found += [never_without(t, OTHER, mine, t0), others_stayed(t, node, t0)]
+    finally:
+        undo = lambda: faults.drop_bfd(t.topology, node, undo=True)  # noqa: E731
+        found.append(back(t, node, undo, SESSION_BACK))
+    return found
+
+
+def steady(t: Trial, router: str, since: float) -> Finding:
+    """`router`'s next hops for every VIP stayed what they were at `since` (changes undone
+    within the router's own replace gap aside)."""
+    watcher = router_watcher(t, router)
+    moved = []
+    for vip in t.vips:
+        history = watcher.history(vip)
+        earlier = [c.nexthops for c in history if c.at <= since]
+        before = earlier[-1] if earlier else frozenset()
+        later = [c for c in history if c.at > since]
+        ends = [c.at for c in later[1:]] + [now()] * bool(later)
+        moved += [c.at - since for c, end in zip(later, ends, strict=True)
+                  if c.nexthops != before and end - c.at > GAP]  # fmt: skip
+    text = (
+        f"{router}'s FIB changed at +{min(moved):.2f} s" if moved else f"{router}'s FIB unchanged"
+    )
+    return Finding(text, not moved)
+
+
+BfdRows = dict[tuple[str, str], tuple[str, object]]
+
+
+def bfd_rows(t: Trial) -> BfdRows:
+    """Every node's BFD sessions as its daemon's status shows them: (node, neighbor) ->
+    (state, state changes so far)."""
+    rows: BfdRows = {}
+    for node in t.nodes:
+        listed = t.status(node).get("bfd")
+        for row in listed if isinstance(listed, list) else []:
+            if isinstance(row, dict):
+                rows[(node, str(row.get("neighbor")))] = (str(row.get("state")), row.get("changes"))
+    return rows
+
+
+def bfd_unchanged(before: BfdRows, after: BfdRows, storm: set[tuple[str, str]]) -> list[Finding]:
+    """Every session but the `storm`'s as it was; the storm's own changes, for the record."""
+    moved = [f"{n} {a}: {before.get((n, a))} -> {v}" for (n, a), v in after.items()
+             if (n, a) not in storm and before.get((n, a)) != v]  # fmt: skip
+    others = len(after) - len(storm)
+    text = "; ".join(moved) if moved else f"the {others} other BFD sessions in status unchanged"
+    flaps = [f"{n} {a} {before.get((n, a))} -> {after.get((n, a))}" for n, a in sorted(storm)]
+    return [Finding(text, bool(after) and not moved), Finding("; ".join(flaps), True)]
+
+
+def storm(t: Trial, node: str) -> None:
+    """Drop BFD on `node`'s uplink to leaf1 for STORM_DROP s, let it pass for STORM_PASS s,
+    STORM_FLAPS times (pacing the fault, not waiting for anything)."""
+    start = now()
+    for flap in range(STORM_FLAPS):
+        faults.drop_bfd(t.topology, node)
+        time.sleep(max(0.0, start + flap * (STORM_DROP + STORM_PASS) + STORM_DROP - now()))
+        faults.drop_bfd(t.topology, node, undo=True)
+        time.sleep(max(0.0, start + (flap + 1) * (STORM_DROP + STORM_PASS) - now()))
+
+
+@fault(
+    "BFD flap storm on one neighbor (the uplink to leaf1)",
+    f"{STORM_FLAPS} drops of {STORM_DROP:g} s: every other BFD session unchanged, leaf2's and "
+    "the spine's FIBs unchanged, others stay; back <= {session:.2f} s",
+    needs_bfd=True,
+)
+def bfd_flap_storm(t: Trial, node: str) -> list[Finding]:
+    leaf = {str(a) for a in interface_addresses(t.topology.netns(LEAF))}
+    found = [bfd_before(t, LEAF, node)]
+    before = bfd_rows(t)
+    t0 = now()
+    t.check.free(node, at=t0, why="BFD flap storm")
+    try:
+        storm(t, node)
+    finally:
+        faults.drop_bfd(t.topology, node, undo=True)  # a storm cut short leaves no drop
+    flapped = {(n, a) for n, a in before if n == node and a in leaf}
+    found += bfd_unchanged(before, bfd_rows(t), flapped)
+    found += [steady(t, OTHER, t0), steady(t, SPINE, t0), others_stayed(t, node, t0)]
+    t1 = now()
+    t.check.rejoin(node, at=t1, within=SESSION_BACK, why="storm over")
+    return [*found, t.until_in(node, t1, SESSION_BACK)]

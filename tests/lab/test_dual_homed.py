@@ -69,7 +69,14 @@ def test_each_lab_runs_the_fault_rows_that_fit_it() -> None:
     rows = {f.name for f in DUAL_FAULTS}
     assert "link silently dropping" in simple - dual
     assert rows <= dual and not rows & simple
-    assert [f.name for f in DUAL_FAULTS if f.needs_bfd] == ["uplink cut (node to leaf1)"]
+    # Without BFD in the daemon only the leaves' 90 s hold time would notice these.
+    assert [f.name.split(" (")[0] for f in DUAL_FAULTS if f.needs_bfd] == [
+        "uplink cut",
+        "node power off",
+        "daemon frozen",
+        "BFD dropped on the uplink to leaf1, BGP's packets pass",
+        "BFD flap storm on one neighbor",
+    ]
 
 
 def test_convergence_wants_each_routers_own_count() -> None:
@@ -215,6 +222,36 @@ def test_leaf1_failing_silently_leaves_the_spine_within_its_bfd_time(dual: Topol
 @pytest.mark.netns
 def test_leaf1_bfdd_restarted_keeps_the_spine_served(dual: Topology) -> None:
     outcome = run_row(dual, "leaf1's bfdd restarted")
+    assert outcome.ok, outcome.measured
+
+
+@pytest.mark.netns
+def test_a_node_powered_off_is_out_of_both_leaves_within_its_bfd_time(dual: Topology) -> None:
+    outcome = run_row(dual, "node power off")
+    assert outcome.ok, outcome.measured
+
+
+@pytest.mark.netns
+def test_a_frozen_exabgp_is_killed_and_out_of_both_leaves(dual: Topology) -> None:
+    outcome = run_row(dual, "ExaBGP frozen")
+    assert outcome.ok, outcome.measured
+
+
+@pytest.mark.netns
+def test_a_frozen_daemon_is_out_of_both_leaves_by_bfd(dual: Topology) -> None:
+    outcome = run_row(dual, "daemon frozen")
+    assert outcome.ok, outcome.measured
+
+
+@pytest.mark.netns
+def test_bfd_dropped_alone_takes_the_node_out_of_that_leaf(dual: Topology) -> None:
+    outcome = run_row(dual, "BFD dropped")
+    assert outcome.ok, outcome.measured
+
+
+@pytest.mark.netns
+def test_a_bfd_flap_storm_disturbs_no_other_session(dual: Topology) -> None:
+    outcome = run_row(dual, "BFD flap storm")
     assert outcome.ok, outcome.measured
 
 
