@@ -26,7 +26,7 @@ from announcer.lab.bench.run import Results, plan_record
 from announcer.lab.bench.systems import ANNOUNCER, HEALTHCHECK
 from announcer.status_protocol import JSONObject, JSONValue
 
-TIMED = (names.READYZ, names.RECOVERY, names.KILL, names.FREEZE, names.SILENT)
+TIMED = (names.READYZ, names.RECOVERY, names.KILL, names.FREEZE, names.SILENT, names.CRASH)
 PLANNED = (names.PLANNED, names.PLANNED_0)
 
 
@@ -122,6 +122,7 @@ HEADINGS = {
     names.PLANNED: "planned-restart, shutdown delay 3 s",
     names.PLANNED_0: "planned-restart, shutdown delay 0 s",
     names.FOOTPRINT: "footprint (per node, {seconds:g} s steady state)",
+    names.CRASH: "apiserver-crash: out of r1's FIB, s (p50 / p99 / max)",
 }
 
 
@@ -185,6 +186,7 @@ TARGETS = (
     Target("footprint RSS", names.FOOTPRINT, _figure("rss_mib"), lambda _: (0.0, 80.0), "MiB"),
     Target("footprint CPU", names.FOOTPRINT, _figure("cpu_percent"), lambda _: (0.0, 1.0), "%"),
     _timed("`announcer status` p50", names.FOOTPRINT, "p50_s", 0.15),
+    _timed("apiserver-crash p99", names.CRASH, "p99_s", 0.25),
 )  # fmt: skip
 
 
