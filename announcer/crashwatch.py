@@ -10,10 +10,12 @@ rather than at the next tick. A refused connect is unambiguous, so the probe con
 about a millisecond.
 
 While the apiserver cannot be reached the watch retries every `retry` seconds and stays
-silent: it reports again only after it has been connected once more. A connection that
-lasted less than `retry` is followed by a pause until `retry` after it began, so a server that
-closes every connection at once (one that insists on a client certificate, say) costs a
-handshake per `retry`, not a busy loop; a crash that young is noticed that much later.
+silent: it reports again only after it has been connected once more. After a loss the watch
+reconnects at once, however young the lost connection was, so a crash right after a connect
+(an apiserver crash-looping) is noticed at once too. Only when the connection made at once
+after a short one (under `retry`) is short as well does it pause until `retry` after that one
+began: a server that closes every connection at once (one that insists on a client
+certificate, say) costs two handshakes per `retry`, not a busy loop.
 
 It never sends a request, so it costs the apiserver one idle connection (plus a handshake
 each time the server times it out) and the daemon no wake-up at all while nothing happens.
@@ -84,6 +86,7 @@ class CrashWatch:
         """Watch until cancelled."""
         loop = asyncio.get_running_loop()
         armed = False  # a trigger is due only for a connection that was there
+        hasty = False  # this connection was made at once after a short one
         lost_at = pause = 0.0
         while True:
             if pause > 0:
@@ -92,12 +95,14 @@ class CrashWatch:
             if isinstance(outcome, str):
                 if armed:
                     self._report(outcome, lost_at)
-                armed, pause = False, self._retry
+                armed, pause, hasty = False, self._retry, False
                 continue
             armed, began = True, loop.time()
             await self._hold(*outcome)
             lost_at = loop.time()
-            pause = began + self._retry - lost_at
+            short = lost_at - began < self._retry
+            pause = began + self._retry - lost_at if short and hasty else 0.0
+            hasty = short and not hasty
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | str:
         try:

@@ -16,8 +16,10 @@ run ── status socket, VIPs left by a previous run removed, Speaker (ExaBGP) 
                crashwatch  an idle connection to the apiserver (`announcer.crashwatch`),
                         once the probe's TLS files are usable, built again when they
                         change; its loss is a CrashTriggered event
-               liveness `version` to ExaBGP when idle; no answer in time: ExabgpSilent
-               vips     VIPs someone removed from the interface, reported as events
+               liveness `version` to ExaBGP when idle, at each tick; no answer in time:
+                        ExabgpSilent
+               vips     VIPs someone removed from the interface (checked at each tick),
+                        reported as events
                signals  TERM/INT: StopRequested (twice: hurry); HUP: reload
 finally: a clean stop already withdrew, waited and stopped ExaBGP (the core saw to it); any
          other end (a failed task, a failed start) stops ExaBGP first (closed sessions are
@@ -166,6 +168,10 @@ class Daemon:
         self._status_line = ""
         self._wake = asyncio.Event()  # the core's next probe time changed
         self._ticked = asyncio.Event()  # the core took the ticker's Tick
+        # Set on every Tick the core takes: the VIP and liveness checks ride on the tick's
+        # wake-up instead of waking the loop on timers of their own.
+        self._tick_vips = asyncio.Event()
+        self._tick_liveness = asyncio.Event()
         self._watch: tuple[object, asyncio.Task[None]] | None = None  # (TLS context, task)
         self.crash_watch: CrashWatch | None = None
         self.probes = 0
@@ -232,7 +238,12 @@ class Daemon:
                 self.spawn(self._ticker(), "ticker")
                 self.spawn(self._watch_vips(), "vips")
                 self.spawn(self._signals(signals), "signals")
-                self.spawn(watch_exabgp(self.speakers, put=self.put, clock=self.clock), "liveness")
+                self.spawn(
+                    watch_exabgp(
+                        self.speakers, put=self.put, clock=self.clock, tick=self._tick_liveness
+                    ),
+                    "liveness",
+                )
                 async with BfdService(on_change=self.bfd.changed) as service:
                     self.bfd.service = service
                     try:
@@ -309,6 +320,8 @@ class Daemon:
             self._connected_once = True
         elif isinstance(event, ev.Tick):
             self._ticked.set()
+            self._tick_vips.set()
+            self._tick_liveness.set()
         if (self.core.next_probe, self.core.probe_started) != (
             before.next_probe,
             before.probe_started,
@@ -382,9 +395,12 @@ class Daemon:
         self._emit(ev.CrashTriggered(trigger.reason))
 
     async def _watch_vips(self) -> None:
-        never = asyncio.Event()
+        """At every tick (at least every `apiserver.interval`), the VIPs someone removed."""
         while self.vips is not None:
-            await self.clock.wait(never, self.clock.now() + self.config.apiserver.interval)
+            await self.clock.wait(
+                self._tick_vips, self.clock.now() + self.config.apiserver.interval
+            )
+            self._tick_vips.clear()
             core = self.core
             on = sorted(core.placed - core.adding - core.removing, key=str)
             try:

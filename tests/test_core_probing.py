@@ -10,7 +10,7 @@ from core_world import World, config
 
 from announcer.core import events as ev
 from announcer.core.effects import Action, CheckServed, StartProbe
-from announcer.health import Health
+from announcer.health import Health, ProbeResult
 from announcer.lifecycle import Lifecycle
 
 INTERVAL = 1.0
@@ -105,6 +105,53 @@ def test_a_crash_trigger_during_a_probe_probes_again_when_it_ends() -> None:
     assert w.state.next_probe == w.now
     w.tick(0.0)
     assert started(w)
+
+
+def _refused(w: World) -> None:
+    assert w.probing
+    w.probing = False
+    w.feed(ev.ProbeDone(ProbeResult(ok=False, status=None, reason="refused", latency=0.001,
+                                    at=w.now)))  # fmt: skip
+
+
+def test_a_refused_probe_after_a_crash_trigger_is_confirmed_at_once() -> None:
+    w = up_world()
+    w.tick(0.3)
+    w.feed(ev.CrashTriggered("refused"))
+    _refused(w)
+    assert w.state.health.state is Health.FALLING
+    assert w.state.next_probe == w.now  # not fast_interval later
+    w.tick(0.0)
+    assert started(w)
+    _refused(w)
+    assert w.state.health.state is Health.DOWN
+    assert w.pending is not None and w.pending.action is Action.WITHDRAW
+
+
+@pytest.mark.parametrize("trigger", [False, True])
+def test_other_failures_are_confirmed_at_fast_interval(trigger: bool) -> None:
+    """Refused without a crash trigger, or a trigger whose probe got an answer."""
+    w = up_world()
+    if trigger:
+        w.tick(0.3)
+        w.feed(ev.CrashTriggered("reset"))
+        w.probe(False)  # http 500 after the trigger: a server is there
+    else:
+        w.tick(INTERVAL)
+        _refused(w)
+    assert w.state.health.state is Health.FALLING
+    assert w.state.next_probe == pytest.approx(w.now + FAST)
+
+
+def test_a_trigger_probe_that_succeeds_does_not_hurry_a_later_failure() -> None:
+    w = up_world()
+    w.tick(0.3)
+    w.feed(ev.CrashTriggered("reset"))
+    w.probe(True)  # an idle close after all
+    w.tick(w.state.next_probe - w.now)
+    _refused(w)
+    assert w.state.health.state is Health.FALLING
+    assert w.state.next_probe == pytest.approx(w.now + FAST)
 
 
 def test_nobody_serves_the_first_healthy_answer_announces() -> None:

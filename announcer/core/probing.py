@@ -6,7 +6,12 @@ whether anyone serves the VIP before a success is counted.
   `interval` otherwise, never before the last probe ended). A `Tick` at or after it starts
   the probe; the shell wakes the loop at `next_probe`.
 - Crash trigger (`CrashTriggered`): the probe starts at once; during a probe, the next one
-  starts as soon as it ends (that probe may have started before the crash).
+  starts as soon as it ends (that probe may have started before the crash). When that probe
+  is refused and leaves health FALLING, the confirming probes follow at once instead of at
+  `fast_interval`: the watched connection was lost, its reconnect and the probe were refused,
+  so nothing listens on the port, and a look 0.1 s later would only delay the withdraw. `fall`
+  still counts probes; a probe that times out (a lost probe) is confirmed at `fast_interval`
+  as always.
 - Nobody serves (`CheckServed`/`ServedAnswered`): a success while health is not UP, the node
   running and exposing nothing, with no VIP on the interface, is held while the shell asks
   `announcer.served.anyone_serves`; then it is observed with `unserved=not served`: the first
@@ -71,6 +76,7 @@ def tick(s: CoreState, _e: Tick, now: float, out: list[Effect]) -> None:
 def crashed(s: CoreState, e: CrashTriggered, now: float, out: list[Effect]) -> None:
     fields = (("event", "crash-trigger"), ("reason", e.reason))
     out.append(Log(logging.INFO, f"apiserver connection lost ({e.reason}): probing now", fields))
+    s.after_crash = True
     if s.probe_started is None:
         s.next_probe = now
         _start_if_due(s, now, out)
@@ -114,6 +120,20 @@ def _ask_served(s: CoreState) -> bool:
     return not (s.exposed() or s.placed or s.adding or s.removing)
 
 
+def _refused_after_crash(s: CoreState) -> bool:
+    """Whether the probe that ended followed a crash trigger (or such a probe's confirmation),
+    was refused and left health FALLING: then the next probe confirms at once."""
+    result = s.last_probe
+    s.after_crash = (
+        s.after_crash
+        and result is not None
+        and not result.ok
+        and result.reason == "refused"
+        and s.health.state is Health.FALLING
+    )
+    return s.after_crash
+
+
 def _port(url: str) -> int:
     return urlsplit(url).port or 443
 
@@ -141,8 +161,11 @@ def _conclude(
 
 
 def _schedule(s: CoreState, now: float, out: list[Effect]) -> None:
-    if s.probe_again:
+    if s.probe_again:  # the probe that ended may predate the crash: `after_crash` waits
         s.probe_again, s.next_probe = False, now
+        return
+    if _refused_after_crash(s):
+        s.next_probe = now
         return
     cadence = cadence_of(s)
     due = s.next_probe

@@ -110,6 +110,7 @@ class CoreState:
     probe_started: float | None = None
     next_probe: float = 0.0  # when the next probe is due (`announcer.core.probing`)
     probe_again: bool = False  # a crash trigger came during a probe: probe once it ends
+    after_crash: bool = False  # the next probe to conclude follows a crash trigger
     awaiting_served: ProbeResult | None = None  # a success held until `ServedAnswered`
     last_probe: ProbeResult | None = None
     transitions: tuple[Transition, ...] = ()

@@ -223,7 +223,8 @@ def _results() -> Results:
         "exabgp-healthcheck": {},
     }
     times = {"announcer": (0.6, 0.7), "exabgp-healthcheck": (4.0, None)}
-    for name in (names.READYZ, names.RECOVERY, names.KILL, names.FREEZE, names.SILENT):
+    timed = (names.READYZ, names.RECOVERY, names.CRASH, names.KILL, names.FREEZE, names.SILENT)
+    for name in timed:
         for system, samples in times.items():
             results.add(name, system, Outcome(samples=samples, nodes=("cp1", "cp2"), cap_s=30.0))
     for name in (names.PLANNED, names.PLANNED_0):
@@ -262,6 +263,7 @@ def test_the_markdown_table_shows_nevers_and_targets() -> None:
     text = report.markdown(_results())
     assert "never (> 30 s)" in text
     assert "| readyz-failure p99 | <= 1 s | 0.699 s | yes | theirs: never |" in text
+    assert "| apiserver-crash p99 | <= 0.25 s | 0.699 s | **no** | theirs: never |" in text
     assert "announcer status" not in text  # not measured: no row
     assert "3 of 900 failed: 2 in flight at a FIB change, 1 other" in text
 
@@ -343,12 +345,16 @@ def test_a_quick_bench_measures_every_scenario_and_leaves_nothing(
     assert ours["max_s"] is not None and ours["max_s"] < 1.0  # the relay loses its daemon
     assert theirs["samples"] == [None]  # ExaBGP respawns the checker and keeps announcing
     assert data[names.FREEZE]["exabgp-healthcheck-matched"]["samples"] == [None]
+    crashed = data[names.CRASH]
+    assert crashed["announcer"]["max_s"] is not None and crashed["announcer"]["max_s"] < 1.0
+    assert crashed["exabgp-healthcheck-matched"]["max_s"] is not None
     for scenario in (names.PLANNED, names.PLANNED_0):
         assert data[scenario]["announcer"]["total_requests"] > 300
     assert data[names.FOOTPRINT]["announcer"]["rss_mib"] > 10
     assert all(not f["violations"] for by in data.values() for f in by.values())
     assert {p.name for p in tmp_path.glob("*.png")} >= {
         "readyz-failure.png",
+        "apiserver-crash.png",
         "planned-restart-timeline.png",
         "footprint.png",
     }

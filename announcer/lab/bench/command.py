@@ -37,7 +37,7 @@ DEFAULT_REPETITIONS = 21
     type=click.IntRange(1),
     default=DEFAULT_REPETITIONS,
     show_default=True,
-    help="readyz-failure (and recovery) repetitions per system, spread over cp1..cp3.",
+    help="readyz-failure (and recovery) and apiserver-crash repetitions per system, over cp1..cp3.",
 )
 @click.option(
     "--out",
@@ -69,10 +69,11 @@ def bench(
     """Measure failover and request loss: announcer against ExaBGP's own healthcheck (needs
     root; about 12 minutes on 2 cores, --quick under 3).
 
-    Every scenario (readyz-failure, recovery, planned-restart with shutdown delay 3 s and 0 s
-    under 200 new HTTPS connections a second, daemon-kill, daemon-freeze, node-silent,
-    footprint) for every system (announcer, exabgp-healthcheck, exabgp-healthcheck-matched),
-    timed from the fault to r1's kernel FIB (netlink events, one monotonic clock).
+    Every scenario (readyz-failure, recovery, apiserver-crash, planned-restart with shutdown
+    delay 3 s and 0 s under 200 new HTTPS connections a second, daemon-kill, daemon-freeze,
+    node-silent, footprint) for every system (announcer, exabgp-healthcheck,
+    exabgp-healthcheck-matched), timed from the fault to r1's kernel FIB (netlink events, one
+    monotonic clock).
 
     With --topology containerlab/dual-homed.clab.yml: node-power-off, uplink-cut,
     leaf-failure, exabgp-frozen, daemon-freeze, readyz-failure and planned-restart, each under

@@ -26,7 +26,8 @@ KILL = "daemon-kill"
 FREEZE = "daemon-freeze"
 SILENT = "node-silent"
 FOOTPRINT = "footprint"
-SCENARIOS = (READYZ, RECOVERY, PLANNED, PLANNED_0, KILL, FREEZE, SILENT, FOOTPRINT)
+CRASH = "apiserver-crash"
+SCENARIOS = (READYZ, RECOVERY, CRASH, PLANNED, PLANNED_0, KILL, FREEZE, SILENT, FOOTPRINT)
 # The dual-homed network's own scenarios (`network`); it runs READYZ, FREEZE and PLANNED too.
 POWER_OFF = "node-power-off"
 UPLINK = "uplink-cut"

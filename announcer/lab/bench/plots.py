@@ -34,6 +34,7 @@ TITLES = {
     names.KILL: "daemon-kill: health process SIGKILLed until the node leaves r1's FIB",
     names.FREEZE: "daemon-freeze: health process SIGSTOPped until the node leaves r1's FIB",
     names.SILENT: "node-silent: the node's link drops everything until r1 drops the path",
+    names.CRASH: "apiserver-crash: the apiserver process dies until the node leaves r1's FIB",
     names.PLANNED: "planned-restart, shutdown-delay-duration 3 s: SIGTERM until the node leaves",
     names.PLANNED_0: "planned-restart, shutdown-delay-duration 0 s: SIGTERM until the node leaves",
     names.POWER_OFF: "node-power-off: links silent, processes stopped, until out of both leaves",

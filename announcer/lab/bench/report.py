@@ -26,7 +26,15 @@ from announcer.lab.bench.run import Results, plan_record
 from announcer.lab.bench.systems import ANNOUNCER, BFD_100MS, HEALTHCHECK
 from announcer.status_protocol import JSONObject, JSONValue
 
-TIMED = (names.READYZ, names.RECOVERY, names.KILL, names.FREEZE, names.SILENT, *names.DUAL)
+TIMED = (
+    names.READYZ,
+    names.RECOVERY,
+    names.KILL,
+    names.FREEZE,
+    names.SILENT,
+    names.CRASH,
+    *names.DUAL,
+)
 ROUTER_BFD = 0.9  # the spine's and leaves' BFD with each other: 300 ms x 3
 FIB = 0.1  # allowance for the spine's FIB update once its BFD saw leaf1 down
 PLANNED = (names.PLANNED, names.PLANNED_0)
@@ -153,6 +161,7 @@ HEADINGS = {
     names.PLANNED: "planned-restart, shutdown delay 3 s",
     names.PLANNED_0: "planned-restart, shutdown delay 0 s",
     names.FOOTPRINT: "footprint (per node, {seconds:g} s steady state)",
+    names.CRASH: "apiserver-crash: out of r1's FIB, s (p50 / p99 / max)",
     names.POWER_OFF: "node-power-off: out of both leaves, s (p50 / p99 / max)",
     names.UPLINK: "uplink-cut: out of leaf1, s (p50 / p99 / max)",
     names.LEAF: "leaf-failure: the spine off leaf1, s",
@@ -224,6 +233,7 @@ TARGETS = (
     Target("footprint RSS", names.FOOTPRINT, _figure("rss_mib"), lambda _: (0.0, 80.0), "MiB"),
     Target("footprint CPU", names.FOOTPRINT, _figure("cpu_percent"), lambda _: (0.0, 1.0), "%"),
     _timed("`announcer status` p50", names.FOOTPRINT, "p50_s", 0.15),
+    _timed("apiserver-crash p99", names.CRASH, "p99_s", 0.25),
 )  # fmt: skip
 
 

@@ -2,11 +2,12 @@
 
 Systems run one after the other on the same lab (`systems.install` switches all three
 control-plane nodes), each in its own `Phase`: first the footprint (a steady state right after
-the switch), then readyz failure and recovery, the health process killed and frozen, the node
-silent, and the planned restart with `--shutdown-delay-duration` 3 s and 0 s (on the dual-homed
-network, `network.steps` instead: its faults under client load). The lab is torn
-down at the end whatever happened (an error, Ctrl-C, SIGTERM), and a lab of the same name that
-is already up is refused rather than reused (the benchmark would have to tear it down).
+the switch), then readyz failure and recovery, the apiserver crashing, the health process
+killed and frozen, the node silent, and the planned restart with `--shutdown-delay-duration`
+3 s and 0 s (on the dual-homed network, `network.steps` instead: its faults under client
+load). The lab is torn down at the end whatever happened (an error, Ctrl-C, SIGTERM), and a
+lab of the same name that is already up is refused rather than reused (the benchmark would
+have to tear it down).
 Also records the machine and the software versions.
 
 It must not measure (`scenarios`, `rolling`) nor render (`report`, `plots`).
@@ -120,6 +121,7 @@ def _steps(plan: Plan, raw: Path) -> list[tuple[str, Step]]:
     return [
         (names.FOOTPRINT, lambda p: {names.FOOTPRINT: scenarios.footprint_of(p, plan)}),
         (f"{names.READYZ}, {names.RECOVERY}", lambda p: _readyz(p, plan)),
+        (names.CRASH, lambda p: {names.CRASH: scenarios.apiserver_crash(p, plan)}),
         (f"{names.KILL}, {names.FREEZE}, {names.SILENT}",
          lambda p: scenarios.process_faults(p, plan)),
         (names.PLANNED, planned(names.PLANNED, 3.0)),

@@ -1,5 +1,5 @@
-"""The per-node scenarios: readyz failure and recovery, the health process killed or frozen,
-the node's link silent, and the steady-state footprint.
+"""The per-node scenarios: readyz failure and recovery, the apiserver crashing, the health
+process killed or frozen, the node's link silent, and the steady-state footprint.
 
 Each fault runs on a node on its own schedule, the nodes in parallel (one thread each): the
 faults of one node never overlap, and timings are read per node from r1's FIB history, so
@@ -122,6 +122,37 @@ def _timed(found: Sequence[tuple[str, Sample]], plan: Plan, violations: tuple[st
         samples=tuple(s for _, s in found), nodes=tuple(n for n, _ in found),
         cap_s=plan.never_after, violations=violations,
     )  # fmt: skip
+
+
+# ---- apiserver crash ----------------------------------------------------------------------------
+
+
+def apiserver_crash(phase: Phase, plan: Plan) -> Outcome:
+    """The node's apiserver dies (`crash`: its listener and every connection gone at once, as
+    the kernel does for a killed process) until the node is out, `repetitions` times over the
+    nodes; `restore` brings it back before the node's next crash."""
+    counts = {
+        n: len(range(i, plan.repetitions, len(phase.nodes))) for i, n in enumerate(phase.nodes)
+    }
+    nodes = [n for n in phase.nodes if counts[n]]
+
+    def reps(node: str) -> list[Sample]:
+        rng = random.Random(f"{plan.seed}-{phase.system.name}-{node}-c")  # noqa: S311 - phases
+        return [_crash_once(phase, plan, node, rng) for _ in range(counts[node])]
+
+    found = _parallel(nodes, reps)
+    pairs = [(node, out) for node in nodes for out in found[node]]
+    return _timed(pairs, plan, tuple(phase.violations()))
+
+
+def _crash_once(phase: Phase, plan: Plan, node: str, rng: random.Random) -> Sample:
+    _jitter(phase, rng, node)
+    phase.faulting(node)
+    t0 = time.monotonic()
+    faults.set_apiserver(phase.topology, node, "crash")
+    out = phase.out_after(node, t0, plan.never_after)
+    restore(phase, node)
+    return out
 
 
 # ---- process and link faults ------------------------------------------------------------------
