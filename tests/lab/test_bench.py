@@ -262,7 +262,7 @@ def test_the_json_maps_scenario_to_system_to_figures() -> None:
 def test_the_markdown_table_shows_nevers_and_targets() -> None:
     text = report.markdown(_results())
     assert "never (> 30 s)" in text
-    assert "| readyz-failure p99 | <= 1 s | 0.699 s | yes | theirs: never |" in text
+    assert "| readyz-failure p99 | <= 0.6 s | 0.699 s | **no** | theirs: never |" in text
     assert "| apiserver-crash p99 | <= 0.25 s | 0.699 s | **no** | theirs: never |" in text
     assert "announcer status" not in text  # not measured: no row
     assert "3 of 900 failed: 2 in flight at a FIB change, 1 other" in text

@@ -222,7 +222,7 @@ def _timed(label: str, scenario: str, key: str, high: float) -> Target:
 
 
 TARGETS = (
-    _timed("readyz-failure p99", names.READYZ, "p99_s", 1.0),
+    _timed("readyz-failure p99", names.READYZ, "p99_s", 0.6),
     Target("recovery p99, within rise x interval + min healthy + 10 %", names.RECOVERY,
            _stat("p99_s"), _recovery_bound, needs_samples=True),
     Target("planned-restart (delay 3) failures other than in flight", names.PLANNED,
@@ -232,7 +232,7 @@ TARGETS = (
     _timed("node-silent max", names.SILENT, "max_s", 3.5),
     Target("footprint RSS", names.FOOTPRINT, _figure("rss_mib"), lambda _: (0.0, 80.0), "MiB"),
     Target("footprint CPU", names.FOOTPRINT, _figure("cpu_percent"), lambda _: (0.0, 1.0), "%"),
-    _timed("`announcer status` p50", names.FOOTPRINT, "p50_s", 0.15),
+    _timed("`announcer status` p50", names.FOOTPRINT, "p50_s", 0.10),
     _timed("apiserver-crash p99", names.CRASH, "p99_s", 0.25),
 )  # fmt: skip
 
