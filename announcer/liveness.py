@@ -8,7 +8,7 @@ one-command channel; ExaBGP answers it at once (`exabgp 5.0.x`, then `done`). No
 within `BOUND` seconds: the channel closes (see `announcer.speaker.channel`) and the core
 hears `ExabgpSilent`, which kills ExaBGP; its sessions close at once and it is restarted as
 after any exit. An `error` is an answer too. A wedged ExaBGP is thus killed within
-INTERVAL + BOUND (1.5 s) of its last answer; a healthy one answers in about 2 ms, so the
+INTERVAL + BOUND (1.3 s) of its last answer; a healthy one answers in about 2 ms, so the
 bound leaves a loaded host plenty of room. Riding on the tick (every probe interval, 0.4 s
 at the defaults), the check shares the tick's wake-up of the daemon and the heartbeat's of
 the relay instead of waking them on a timer of its own.
@@ -30,7 +30,7 @@ from announcer.speakers import Speakers
 __all__ = ["BOUND", "COMMAND", "INTERVAL", "watch_exabgp"]
 
 INTERVAL: Final = 0.5
-BOUND: Final = 1.0
+BOUND: Final = 0.8
 COMMAND: Final = "version"
 
 
