@@ -75,6 +75,12 @@ def _parallel(nodes: Sequence[str], work: Callable[[str], R]) -> dict[str, R]:
         return dict(zip(nodes, pool.map(work, nodes), strict=True))
 
 
+def _spread(nodes: Sequence[str], repetitions: int) -> dict[str, int]:
+    """`repetitions` dealt over `nodes` in turn: node -> its count, nodes with none left out."""
+    counts = {n: len(range(i, repetitions, len(nodes))) for i, n in enumerate(nodes)}
+    return {n: c for n, c in counts.items() if c}
+
+
 def _jitter(phase: Phase, rng: random.Random, node: str) -> None:
     interval = systems.check_interval(phase.system, phase.topology, node)
     phase.pause(rng.uniform(0.0, interval))
@@ -86,10 +92,8 @@ def _jitter(phase: Phase, rng: random.Random, node: str) -> None:
 def readyz(phase: Phase, plan: Plan) -> tuple[Outcome, Outcome]:
     """`etcd-down` until the node is out, then `ready` until it is back, `repetitions` times
     over the nodes: (readyz-failure, recovery)."""
-    counts = {
-        n: len(range(i, plan.repetitions, len(phase.nodes))) for i, n in enumerate(phase.nodes)
-    }
-    nodes = [n for n in phase.nodes if counts[n]]
+    counts = _spread(phase.nodes, plan.repetitions)
+    nodes = list(counts)
 
     def reps(node: str) -> list[T]:
         rng = random.Random(f"{plan.seed}-{phase.system.name}-{node}")  # noqa: S311 - phases
@@ -131,10 +135,8 @@ def apiserver_crash(phase: Phase, plan: Plan) -> Outcome:
     """The node's apiserver dies (`crash`: its listener and every connection gone at once, as
     the kernel does for a killed process) until the node is out, `repetitions` times over the
     nodes; `restore` brings it back before the node's next crash."""
-    counts = {
-        n: len(range(i, plan.repetitions, len(phase.nodes))) for i, n in enumerate(phase.nodes)
-    }
-    nodes = [n for n in phase.nodes if counts[n]]
+    counts = _spread(phase.nodes, plan.repetitions)
+    nodes = list(counts)
 
     def reps(node: str) -> list[Sample]:
         rng = random.Random(f"{plan.seed}-{phase.system.name}-{node}-c")  # noqa: S311 - phases
