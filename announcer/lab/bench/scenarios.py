@@ -51,7 +51,7 @@ class Plan:
     rolling: int = 3  # nodes restarted one after the other in a planned restart
     never_after: float = 30.0
     footprint_seconds: float = 60.0
-    status_runs: int = 5  # `announcer status` runs per node
+    status_runs: int = 7  # `announcer status` runs per node: 21 over three nodes
     rate: float = 200.0  # client requests per second
     # A planned restart: the apiserver gone (the kubelet restarting it), then listening with
     # /readyz failing (post-start hooks). Short, as for an apiserver that has all it needs.
