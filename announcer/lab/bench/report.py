@@ -114,7 +114,7 @@ def cell(scenario: str, result: Outcome) -> str:
             )
         )
     if scenario == names.FOOTPRINT:
-        text = f"RSS {f.get('rss_mib')} MiB, CPU {f.get('cpu_percent')} %"
+        text = f"RSS {f.get('rss_mib')} MiB (PSS {f.get('pss_mib')}), CPU {f.get('cpu_percent')} %"
         if result.samples:
             text += f", `announcer status` p50 {_ms(result.stats()['p50_s'])}"
         return text
