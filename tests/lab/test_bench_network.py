@@ -116,6 +116,10 @@ def _dual_results() -> Results:
     results.add(names.POWER_OFF, systems.HEALTHCHECK, _load((None,)))
     results.add(names.UPLINK, systems.ANNOUNCER, _load((0.7,), leaf2_lost=1))
     results.add(names.LEAF, systems.ANNOUNCER, _load((0.93,)))
+    results.add(names.READYZ, systems.ANNOUNCER, _load((0.4,), cap=30.0))
+    planned = {"total_requests": 900, "failed_requests": 3, "failed_other": 0}
+    results.add(names.PLANNED, systems.ANNOUNCER,
+                Outcome(samples=(0.3,), nodes=("cp1",), figures=planned))  # fmt: skip
     return results
 
 
@@ -125,6 +129,8 @@ def test_the_dual_rows_show_capped_samples_and_failed_requests() -> None:
     assert "capped at 100 / capped at 100 / capped at 100 (n=1); 12 of 4000" in text
     assert "leaf2 lost it 1 times" in text
     assert "daemon-kill" not in text  # not run on this network: no row
+    assert "| readyz-failure: out of both leaves, s (p50 / p99 / max) |" in text
+    assert "r1" not in text  # the dual-homed network has no r1
 
 
 def test_the_dual_targets_check_each_variant() -> None:

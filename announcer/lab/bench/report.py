@@ -171,6 +171,7 @@ HEADINGS = {
 
 def results_table(results: Results) -> list[str]:
     systems = list(results.settings)
+    dual = results.meta.get("network") == "dual-homed"
     lines = ["| scenario | " + " | ".join(f"`{s}`" for s in systems) + " |"]
     lines.append("|---" * (len(systems) + 1) + "|")
     for scenario in (*names.SCENARIOS, *names.DUAL):
@@ -179,8 +180,14 @@ def results_table(results: Results) -> list[str]:
         by_system = results.outcomes[scenario]
         cells = [cell(scenario, by_system[s]) if s in by_system else "-" for s in systems]
         heading = HEADINGS[scenario].format(seconds=results.plan.footprint_seconds)
-        lines.append(f"| {heading} | " + " | ".join(cells) + " |")
+        row = f"| {heading} | " + " | ".join(cells) + " |"
+        lines.append(_on_both_leaves(row) if dual else row)
     return lines
+
+
+def _on_both_leaves(row: str) -> str:
+    """A row of the dual-homed network, timed to both leaves' FIBs (it has no r1)."""
+    return row.replace("r1's FIB", "both leaves").replace(": out, s", ": out of both leaves, s")
 
 
 @dataclass(frozen=True)
