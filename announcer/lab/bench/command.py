@@ -67,7 +67,7 @@ def bench(
     system_names: tuple[str, ...], seed: int | None,
 ) -> None:  # fmt: skip
     """Measure failover and request loss: announcer against ExaBGP's own healthcheck (needs
-    root; about 12 minutes on 2 cores, --quick under 3).
+    root; about 14 minutes on 2 cores, --quick under 3).
 
     Every scenario (readyz-failure, recovery, apiserver-crash, planned-restart with shutdown
     delay 3 s and 0 s under 200 new HTTPS connections a second, daemon-kill, daemon-freeze,
@@ -78,7 +78,7 @@ def bench(
     With --topology containerlab/dual-homed.clab.yml: node-power-off, uplink-cut,
     leaf-failure, exabgp-frozen, daemon-freeze, readyz-failure and planned-restart, each under
     the client's load, timed to every leaf's FIB, for five systems (the three, plus
-    announcer-bfd-100ms and announcer-no-bfd); about 35 minutes."""
+    announcer-bfd-100ms and announcer-no-bfd); about 24 minutes."""
     from announcer.lab.bench import plots, report
     from announcer.lab.bench.network import is_dual
     from announcer.lab.bench.run import Interrupted, run_bench
