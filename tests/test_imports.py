@@ -77,6 +77,7 @@ KNOWN_CYCLES = {
     ("announcer.lab.cli", "announcer.lab.demo"),
     ("announcer.lab.cli", "announcer.lab.runner"),
     ("announcer.lab.cli", "announcer.lab.soak"),
+    ("announcer.lab.cli", "announcer.lab.stress"),
 }
 
 

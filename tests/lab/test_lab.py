@@ -281,6 +281,11 @@ def test_apiserver_state_switches_through_the_cli(lab: RunningLab) -> None:
     assert ready.exit_code == 0, ready.output
     wait_for(lambda: _answers(lab.topology, "192.0.2.2"), 5.0, what="cp1 listening again")
     assert curl_version(lab.topology, "192.0.2.2")["node"] == "cp1"
+    # A refused apiserver is out of r1's FIB within milliseconds; the tests after this one
+    # start from every node in, so wait for cp1's return (rise and min_healthy: about 2 s).
+    with Fib(lab.topology.netns("r1")) as fib:
+        vip4, _ = lab.topology.vips()
+        fib.wait_nexthops(vip4, lambda hops: len(hops) == 3, 15.0)
 
 
 def _answers(topology: Topology, address: str) -> bool:
