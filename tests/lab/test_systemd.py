@@ -23,14 +23,13 @@ from ipaddress import ip_network
 from pathlib import Path
 
 import pytest
-from conftest import quiet
+from conftest import systemd_lab
 
 from announcer.config.unitcheck import parse_timespan
-from announcer.lab import realiser, sysnode, sysplane
+from announcer.lab import realiser, sysnode
 from announcer.lab.bench.traffic import Failures, LoadClient, in_flight, split_failures
-from announcer.lab.cli import default_topology
 from announcer.lab.fib import Fib, wait_for
-from announcer.lab.topology import Topology, load_topology
+from announcer.lab.topology import Topology
 from announcer.lab.watch import FibWatcher
 
 pytestmark = pytest.mark.netns
@@ -118,13 +117,7 @@ def deb_next(deb: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def lab(deb: Path) -> Iterator[SystemdLab]:
-    environ = {**os.environ, "ANNOUNCER_LAB_INIT": "systemd", "ANNOUNCER_LAB_NAME": "sd"}
-    topology = load_topology(default_topology(), environ=environ)
-    previous = os.environ.get(sysplane.LAB_DEB_ENV)
-    os.environ[sysplane.LAB_DEB_ENV] = str(deb)
-    realiser.down(topology, say=quiet)
-    try:
-        took = realiser.up(topology, say=print)
+    with systemd_lab(deb, "sd", NODES) as (topology, took):
         record = realiser.Record.load(topology.lab_dir / realiser.STATE_FILE)
         assert record is not None
         nspawns = {str(p["node"]): int(p["pid"]) for p in record.processes}
@@ -138,15 +131,8 @@ def lab(deb: Path) -> Iterator[SystemdLab]:
             for name in NODES
         }
         yield SystemdLab(topology, took, nodes)
-    finally:
-        realiser.down(topology, say=print)
-        if previous is None:
-            os.environ.pop(sysplane.LAB_DEB_ENV, None)
-        else:
-            os.environ[sysplane.LAB_DEB_ENV] = previous
-        assert not [n for n in NODES if Path(f"/run/netns/{topology.netns(n)}").exists()]
-        assert not [line for line in Path("/proc/self/mountinfo").read_text().splitlines()
-                    if str(topology.lab_dir) in line]  # fmt: skip
+    assert not [line for line in Path("/proc/self/mountinfo").read_text().splitlines()
+                if str(topology.lab_dir) in line]  # fmt: skip
 
 
 def after_fault(lab: SystemdLab, node: Node, host_pid: int, timeout: float) -> dict[str, float]:

@@ -17,13 +17,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import quiet
+from conftest import systemd_lab
 
-from announcer.lab import faults, realiser, sysplane
-from announcer.lab.cli import default_topology
+from announcer.lab import faults
 from announcer.lab.matrix import FAULTS, ON_SYSTEMD
 from announcer.lab.runner import Outcome, render_table, run_fault
-from announcer.lab.topology import Topology, load_topology
+from announcer.lab.topology import Topology
 from announcer.lab.trial import Trial
 
 pytestmark = pytest.mark.netns
@@ -34,21 +33,8 @@ NODES = ("cp1", "cp2", "cp3")
 
 @pytest.fixture(scope="module")
 def sd_lab(deb: Path) -> Iterator[Topology]:
-    environ = {**os.environ, "ANNOUNCER_LAB_INIT": "systemd", "ANNOUNCER_LAB_NAME": "sdfaults"}
-    topology = load_topology(default_topology(), environ=environ)
-    previous = os.environ.get(sysplane.LAB_DEB_ENV)
-    os.environ[sysplane.LAB_DEB_ENV] = str(deb)
-    realiser.down(topology, say=quiet)
-    try:
-        realiser.up(topology, say=print)
+    with systemd_lab(deb, "sdfaults", NODES) as (topology, _):
         yield topology
-    finally:
-        realiser.down(topology, say=print)
-        if previous is None:
-            os.environ.pop(sysplane.LAB_DEB_ENV, None)
-        else:
-            os.environ[sysplane.LAB_DEB_ENV] = previous
-        assert not [n for n in NODES if Path(f"/run/netns/{topology.netns(n)}").exists()]
 
 
 def test_every_systemd_row_names_a_fault_of_the_matrix() -> None:
