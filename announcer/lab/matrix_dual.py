@@ -39,7 +39,7 @@ import signal
 import time
 from collections.abc import Callable
 
-from announcer.lab import faults, frr, matrix, timeline
+from announcer.lab import faults, frr, matrix, peering, timeline
 from announcer.lab.bounds import GAP, MARGIN, SESSION_BACK
 from announcer.lab.fib import IPAddress
 from announcer.lab.netns import LabError
@@ -105,18 +105,6 @@ def leaf_gateways(t: Trial, router: str) -> frozenset[IPAddress]:
     return interface_addresses(t.topology.netns(router), link_local=True)
 
 
-def bfd_up(t: Trial, router: str, peer: str) -> bool:
-    """Whether `router`'s bfdd has every session with router `peer` up (False while it
-    starts)."""
-    try:
-        sessions = frr.bfd_peers(t.topology.netns(router))
-    except LabError:  # its vty not there yet
-        return False
-    addresses = {str(a) for a in interface_addresses(t.topology.netns(peer))}
-    wanted = [s for s in sessions if s.address in addresses]
-    return bool(wanted) and all(s.status == "up" for s in wanted)
-
-
 def seen_from(t: Trial, router: str, peer: str) -> str:
     """`router`'s BFD and BGP sessions with router `peer`, in a few words."""
     addresses = {str(a) for a in interface_addresses(t.topology.netns(peer))}
@@ -131,7 +119,7 @@ def seen_from(t: Trial, router: str, peer: str) -> str:
 
 def bfd_before(t: Trial, router: str, peer: str) -> Finding:
     """The BFD this fault relies on is up before it is injected (a lab just up may not be)."""
-    took = wait_for(lambda: bfd_up(t, router, peer), LEAF_BACK)
+    took = wait_for(lambda: peering.bfd_up(t.topology, router, peer), LEAF_BACK)
     return timed(f"{router}'s BFD with {peer} up before", took, LEAF_BACK)
 
 
@@ -186,21 +174,12 @@ def leaf_failure(t: Trial, node: str) -> list[Finding]:
     # routes its killed predecessor left, then BGP fills it again. The nodes stay free.
     t1 = now()
     faults.router_up(t.topology, LEAF)
-    back_up = wait_for(lambda: sessions_up(t, LEAF), LEAF_BACK) is not None
+    back_up = wait_for(lambda: peering.bgp_up(t.topology, LEAF), LEAF_BACK) is not None
     found.append(timed(f"{LEAF}'s BGP sessions back", now() - t1 if back_up else None, LEAF_BACK))
     t2 = now()
     for each in t.nodes:
         t.check.rejoin(each, at=t2, within=SESSION_BACK, why=f"{LEAF} back")
     return [*found, *(t.until_in(each, t2, SESSION_BACK) for each in t.nodes)]
-
-
-def sessions_up(t: Trial, router: str) -> bool:
-    """Whether every BGP session of `router` is Established (False while bgpd starts)."""
-    try:
-        peers = frr.bgp_peers(t.topology.netns(router))
-    except LabError:
-        return False
-    return bool(peers) and all(peer.state == "Established" for peer in peers)
 
 
 @fault(
@@ -213,7 +192,7 @@ def bfdd_restarted(t: Trial, node: str) -> list[Finding]:
     found = [bfd_before(t, LEAF, SPINE)]
     t0 = free_all(t, "bfdd restart")
     faults.restart_frr_daemon(t.topology, LEAF, "bfdd")
-    took = wait_for(lambda: bfd_up(t, LEAF, SPINE), SESSION_BACK)
+    took = wait_for(lambda: peering.bfd_up(t.topology, LEAF, SPINE), SESSION_BACK)
     found.append(timed(f"{LEAF}'s BFD with the {SPINE} up again", took, SESSION_BACK))
     t.watcher.wait(lambda: False, OBSERVED)
     found.append(never_without(t, SPINE, other, t0))

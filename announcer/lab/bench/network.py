@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from announcer.lab import faults, frr, routers, timeline
+from announcer.lab import faults, peering, routers, timeline
 from announcer.lab.bench import outcome as names
 from announcer.lab.bench import rolling, scenarios, systems
 from announcer.lab.bench.outcome import Outcome, Sample
@@ -41,7 +41,6 @@ from announcer.lab.bench.systems import BenchError, System
 from announcer.lab.bench.traffic import LoadClient, split_failures
 from announcer.lab.bounds import GAP
 from announcer.lab.fib import IPAddress, IPNetwork
-from announcer.lab.netns import LabError
 from announcer.lab.topology import Topology
 from announcer.lab.watch import FibWatcher, interface_addresses
 from announcer.lab.watchset import RouterWatch
@@ -235,7 +234,7 @@ def leaf_failure(phase: Phase, plan: Plan) -> Outcome:
     comes back and every node must be back in both leaves."""
     topology = phase.topology
     gateways = interface_addresses(topology.netns(LEAF), link_local=True)
-    if not _wait(lambda: bfd_up(topology, SPINE, LEAF), LEAF_BACK):
+    if not _wait(lambda: peering.bfd_up(topology, SPINE, LEAF), LEAF_BACK):
         raise BenchError(f"{SPINE}'s BFD with {LEAF} is not up")
     for node in phase.nodes:
         phase.faulting(node)
@@ -245,7 +244,9 @@ def leaf_failure(phase: Phase, plan: Plan) -> Outcome:
     off = _off(phase, spine, gateways, t0, HOLD_CAP)
     each: JSONObject = {str(vip): per_vip(spine, vip, gateways, t0) for vip in phase.vips}
     faults.router_up(topology, LEAF)
-    if not _wait(lambda: sessions_up(topology, LEAF, SPINE), LEAF_BACK):
+    # The sessions with the spine only: those with the nodes are `Phase.all_in`'s to wait
+    # for (a baseline has no IPv6 session).
+    if not _wait(lambda: peering.bgp_up(topology, LEAF, SPINE), LEAF_BACK):
         raise BenchError(f"{LEAF}'s BGP sessions with the {SPINE} did not come back within "
                          f"{LEAF_BACK:g} s")  # fmt: skip
     if not phase.all_in(RESTORE_TIMEOUT):
@@ -273,29 +274,6 @@ def _wait(predicate: Callable[[], bool], timeout: float) -> bool:
             return False
         time.sleep(0.2)  # polling FRR's vty, which has no event to wait on
     return True
-
-
-def bfd_up(topology: Topology, router: str, peer: str) -> bool:
-    """Whether `router`'s bfdd has every session with router `peer` up."""
-    try:
-        sessions = frr.bfd_peers(topology.netns(router))
-    except LabError:
-        return False
-    addresses = {str(a) for a in interface_addresses(topology.netns(peer))}
-    wanted = [s for s in sessions if s.address in addresses]
-    return bool(wanted) and all(s.status == "up" for s in wanted)
-
-
-def sessions_up(topology: Topology, router: str, peer: str) -> bool:
-    """Whether every BGP session of `router` with router `peer` is Established (those with
-    the nodes are `Phase.all_in`'s to wait for: a baseline has no IPv6 session)."""
-    try:
-        peers = frr.bgp_peers(topology.netns(router))
-    except LabError:
-        return False
-    addresses = {str(a) for a in interface_addresses(topology.netns(peer))}
-    wanted = [p for p in peers if p.address in addresses]
-    return bool(wanted) and all(p.state == "Established" for p in wanted)
 
 
 # ---- under load -------------------------------------------------------------------------------
