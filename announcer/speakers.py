@@ -3,8 +3,9 @@ turned into the core's.
 
 Only the current Speaker's events count (an earlier ExaBGP's last words are dropped);
 `Connected`, `Disconnected` and `Exited` become `ExabgpConnected`, `ExabgpDisconnected` and
-`ExabgpExited`, and `Failed` (nothing restarts ExaBGP any more) becomes a `SpeakerFailure`
-that fails the daemon closed. Restarts are counted over every Speaker of the daemon's life.
+`ExabgpExited`, a session that came up becomes `SessionUp`, and `Failed` (nothing restarts
+ExaBGP any more) becomes a `SpeakerFailure` that fails the daemon closed. Restarts are
+counted over every Speaker of the daemon's life.
 
 Must not: decide anything, or start and stop Speakers of its own accord (the daemon and the
 executor do, when the core says so).
@@ -24,6 +25,8 @@ from announcer.speaker import (
     Disconnected,
     Exited,
     Failed,
+    SessionChanged,
+    SessionState,
     Speaker,
     SpeakerEvent,
     SpeakerStatus,
@@ -102,3 +105,5 @@ class Speakers:
             self._emit(ev.ExabgpExited())
         elif isinstance(event, Failed):
             self._emit(SpeakerFailure(f"exabgp supervision failed: {event.error}"))
+        elif isinstance(event, SessionChanged) and event.session.state is SessionState.UP:
+            self._emit(ev.SessionUp(event.session.peer))

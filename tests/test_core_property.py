@@ -161,6 +161,13 @@ class CoreMachine(RuleBasedStateMachine):
         """No acknowledgement: ExaBGP may or may not have acted on the command."""
         self.w.answer(why, applied=applied)
 
+    @precondition(lambda self: self.w.relay)
+    @rule()
+    def session_up(self) -> None:
+        """A BGP session came up: ExaBGP sent it nothing yet (`rib` stays a superset)."""
+        [neighbor] = NEIGHBORS
+        self.w.feed(ev.SessionUp(neighbor))
+
     @rule(change=st.sampled_from(BFD_STATES))
     def bfd_changes(self, change: tuple[str, str, bool]) -> None:
         state, diag, planned = change

@@ -4,12 +4,15 @@ random interleavings in test_core_property.py."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
+from ipaddress import ip_address
 
 import pytest
-from core_world import World, config, failed, ok
+from core_world import DOCUMENT, World, config, failed, ok
 
+from announcer.config import Config, parse_config
 from announcer.core import Link, initial, step
 from announcer.core import events as ev
 from announcer.core.effects import Action, AddVip, Beat, Log, RemoveVip, Send, StartProbe
@@ -139,6 +142,41 @@ def test_an_answer_from_a_replaced_connection_is_void() -> None:
     w.relay_drops()
     w.feed(ev.CommandDone(send.generation))  # late, from the old connection
     assert send.route.key in w.state.uncertain
+
+
+def two_neighbors() -> Config:
+    document = copy.deepcopy(DOCUMENT)
+    neighbors = document["bgp"]["neighbors"]  # type: ignore[index]
+    neighbors.append({**neighbors[0], "address": "192.0.2.5"})
+    return parse_config(document)
+
+
+def test_a_new_bgp_session_is_sent_its_routes_again_and_no_other() -> None:
+    # ExaBGP keeps no adj-rib-out: a session that comes up holds nothing until the core sends.
+    w = World(cfg=two_neighbors())
+    w.healthy()
+    w.quiet()
+    mark = len(w.sent)
+    w.feed(ev.SessionUp(ip_address("192.0.2.5")))
+    w.quiet()
+    again = w.sent_since(mark)
+    assert actions(again) == [("announce", str(V4)), ("announce", str(V6))]
+    assert {s.route.neighbor for s in again} == {ip_address("192.0.2.5")}
+    mark = len(w.sent)
+    w.feed(ev.SessionUp(ip_address("192.0.2.99")))  # not ours: nothing to send it
+    w.quiet()
+    assert w.sent_since(mark) == []
+
+
+def test_a_new_bgp_session_of_an_unhealthy_node_gets_nothing() -> None:
+    w = World()
+    w.healthy()
+    w.unhealthy()
+    w.quiet()
+    mark = len(w.sent)
+    w.feed(ev.SessionUp(ip_address("192.0.2.1")))
+    w.quiet()
+    assert w.sent_since(mark) == [] and not w.state.exposed()
 
 
 # -- lifecycle

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TypeAlias
 
-from announcer.config.model import Config, VipNetwork
+from announcer.config.model import Config, IPAddress, VipNetwork
 from announcer.health import ProbeResult
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "ProbeDone",
     "ReloadRequested",
     "ServedAnswered",
+    "SessionUp",
     "StopRequested",
     "Tick",
     "UndrainRequested",
@@ -118,6 +119,15 @@ class ExabgpSilent:
 
 
 @dataclass(frozen=True, slots=True)
+class SessionUp:
+    """ExaBGP established its BGP session with `neighbor`. It keeps no adj-rib-out
+    (`adj-rib-out false`), so that session starts with nothing announced: the core sends it
+    what is desired, or nothing while the daemon cannot (frozen, stopped)."""
+
+    neighbor: IPAddress
+
+
+@dataclass(frozen=True, slots=True)
 class BfdChanged:
     """The BFD session with `neighbor` moved to `state` ("up", "down", "init", "admin_down");
     `diag` says why ("none", "detection_expired", "neighbor_down", ...). `planned`: an
@@ -176,6 +186,7 @@ Event: TypeAlias = (
     | ExabgpDisconnected
     | ExabgpExited
     | ExabgpSilent
+    | SessionUp
     | CommandDone
     | CommandError
     | CommandLost

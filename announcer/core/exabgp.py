@@ -10,6 +10,9 @@ should not get), then announces of desired routes whose VIP is on the interface.
 - lost (ack timeout, channel closed): everything becomes uncertain and the link is down.
 A link that is down while a route that is not desired may still be held: kill ExaBGP (a
 closed TCP session is the fastest withdraw there is). Known dead: nothing is held.
+ExaBGP keeps no adj-rib-out, so it never replays a route to a session by itself: when a
+session comes up, every route for that neighbor is sent again (`session_up`). A session that
+comes up while the daemon is frozen therefore gets nothing.
 
 Must not: do I/O, read a clock or render commands (the shell renders `Send`).
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import logging
 
+from announcer.config.model import IPAddress
 from announcer.core.effects import Action, Effect, KillExabgp, Log, Send
 from announcer.core.state import CoreState, Inflight, Link
 from announcer.routes import Route, sort_key
@@ -32,6 +36,7 @@ __all__ = [
     "in_doubt",
     "kill",
     "send_next",
+    "session_up",
 ]
 
 PARK = 5.0
@@ -112,6 +117,16 @@ def connected(s: CoreState) -> None:
     s.link = Link.CONNECTED
     s.killed_for = None
     s.generation += 1
+
+
+def session_up(s: CoreState, neighbor: IPAddress) -> None:
+    """ExaBGP's session with `neighbor` is new: it holds nothing we sent before (ExaBGP
+    replays nothing), save a command it queued while the session was down. Everything for
+    that neighbor becomes uncertain: the desired routes are announced again, the rest
+    withdrawn."""
+    for key, route in list(s.installed.items()):
+        if route.neighbor == neighbor:
+            s.uncertain[key] = s.installed.pop(key)
 
 
 def disconnected(s: CoreState) -> None:

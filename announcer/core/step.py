@@ -42,6 +42,7 @@ from announcer.core.events import (
     ProbeDone,
     ReloadRequested,
     ServedAnswered,
+    SessionUp,
     StopRequested,
     Tick,
     UndrainRequested,
@@ -256,6 +257,10 @@ def _silent(s: CoreState, _e: ExabgpSilent, _now: float, out: list[Effect]) -> N
     exabgp.kill(s, "exabgp did not answer in time", out)
 
 
+def _session_up(s: CoreState, e: SessionUp, _now: float, out: list[Effect]) -> None:
+    exabgp.session_up(s, e.neighbor)
+
+
 def _done(s: CoreState, e: CommandDone, now: float, out: list[Effect]) -> None:
     exabgp.answered(s, e.generation, "done", now, out)
 
@@ -293,6 +298,7 @@ _HANDLERS: Final[dict[type[Event], Callable[..., None]]] = {
     ExabgpDisconnected: _disconnected,
     ExabgpExited: _exited,
     ExabgpSilent: _silent,
+    SessionUp: _session_up,
     CommandDone: _done,
     CommandError: _error,
     CommandLost: _lost,

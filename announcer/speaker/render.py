@@ -145,6 +145,11 @@ def _neighbor(config: Config, neighbor: NeighborConfig, *, password: str | None)
         f"local-as {config.bgp.local_as};",
         f"peer-as {neighbor.peer_as};",
         f"hold-time {neighbor.hold_time};",
+        # ExaBGP would otherwise replay what it once announced to every new session on its
+        # own, say while the daemon is frozen and a router reset the session on BFD down
+        # (without BFD strict mode it accepts BGP again at once). The daemon sends each new
+        # session its routes itself (`core.exabgp.session_up`).
+        "adj-rib-out false;",
     ]
     if neighbor.port != DEFAULT_BGP_PORT:
         body.append(f"connect {neighbor.port};")
