@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from ipaddress import ip_interface
 from pathlib import Path, PurePosixPath
 
-from announcer.lab import frr, netns, realiser, routers, sysnode, sysplane
+from announcer.lab import frr, netns, peering, realiser, routers, sysnode, sysplane
 from announcer.lab.apiserver.control import ControlError, request
 from announcer.lab.fib import IPNetwork
 from announcer.lab.netns import LabError
@@ -384,6 +384,21 @@ def clear_bgp(topology: Topology) -> None:
     """`clear bgp *` on every edge router (r1; both leaves): every node session is reset."""
     for name in routers.edge_routers(topology):
         frr.vtysh(topology.netns(name), "clear bgp *")
+
+
+def reset_sessions(topology: Topology, node: str) -> dict[tuple[str, str], int]:
+    """`clear bgp <address>` on every edge router for its sessions with `node`, as a router
+    does on BFD down: it closes them and drops the node's paths; the node's ExaBGP connects
+    again at once. Each session's (router, address) -> times it had been Established."""
+    before: dict[tuple[str, str], int] = {}
+    for name in routers.edge_routers(topology):
+        for session in peering.bgp_sessions(topology, name, node):
+            before[(name, session.address)] = session.established
+    for name, address in before:
+        frr.vtysh(topology.netns(name), f"clear bgp {address}")
+    if not before:
+        raise FaultError(f"{node}: no edge router has a BGP session with it")
+    return before
 
 
 def restart_bgpd(topology: Topology) -> None:

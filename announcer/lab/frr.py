@@ -148,6 +148,7 @@ class Peer:
     family: str
     state: str
     prefixes_received: int
+    established: int  # times the session reached Established (`connectionsEstablished`)
 
 
 def bgp_peers(pathspace: str) -> list[Peer]:
@@ -160,12 +161,14 @@ def bgp_peers(pathspace: str) -> list[Peer]:
         for address, info in dict(section.get("peers") or {}).items():
             info = info if isinstance(info, dict) else {}
             received = info.get("pfxRcd", 0)
+            established = info.get("connectionsEstablished", 0)
             peers.append(
                 Peer(
                     address=str(address),
                     family=family,
                     state=str(info.get("state", "?")),
                     prefixes_received=received if isinstance(received, int) else 0,
+                    established=established if isinstance(established, int) else 0,
                 )
             )
     return peers

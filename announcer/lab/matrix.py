@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import yaml
 
-from announcer.lab import faults
+from announcer.lab import faults, peering
 from announcer.lab.bounds import BGPD_START, DAEMON_KILLED, SESSION_BACK
 from announcer.lab.patterns import (
     ANY_NETWORK,
@@ -241,6 +241,72 @@ def daemon_stopped(t: Trial, node: str) -> list[Finding]:
     t.exabgp_exited(node, now())  # the relay's dead-man switch stopped it
     cont = lambda: faults.send(t.topology, node, "daemon", signal.SIGCONT)  # noqa: E731
     return [*found, back(t, node, cont, t.exabgp_bound(node))]
+
+
+# A router resetting a frozen daemon's sessions (as one does on BFD down): out at once, and the
+# node's ExaBGP, which connects again by itself, must bring the new sessions no route while the
+# daemon is frozen (it keeps no adj-rib-out to replay). Both watches end before the relay's
+# heartbeat timeout (2 s, its pulse every 0.5 s: 1.5 s at the earliest) stops ExaBGP.
+RESET_OUT = 0.5  # the router drops the paths of a session it closes: about 0.1 s
+SESSION_AGAIN = 1.0  # ExaBGP's first session is back within 0.5 s; the other may take 1.1 s
+WATCH_UNTIL = 1.4  # from the freeze; a replay shows on the router 0.05 to 0.3 s after the OPEN
+
+
+def sessions_again(
+    t: Trial, node: str, before: dict[tuple[str, str], int], since: float
+) -> Finding:
+    """Seconds from `since` until one of `node`'s reset sessions is Established again."""
+
+    def again() -> bool:
+        return any(
+            (name, p.address) in before
+            and p.state == "Established"
+            and p.established > before[(name, p.address)]
+            for name in {name for name, _ in before}
+            for p in peering.bgp_sessions(t.topology, name, node)
+        )
+
+    start = now()
+    took = wait_for(again, max(0.0, since + SESSION_AGAIN - start))
+    at = None if took is None else start + took - since
+    return timed("a session up again, daemon frozen", at, SESSION_AGAIN)
+
+
+def nothing_replayed(t: Trial, node: str, routers: set[str], until: float) -> Finding:
+    """No router received a route from `node` from now until `until`."""
+
+    def received() -> int:
+        return sum(
+            p.prefixes_received for r in routers for p in peering.bgp_sessions(t.topology, r, node)
+        )
+
+    watch = max(0.0, until - now())
+    replayed = wait_for(lambda: received() > 0, watch)
+    text = "no route on it" if replayed is None else f"routes on it after +{replayed:.2f} s"
+    return Finding(f"{text} (watched {watch:.2f} s)", replayed is None)
+
+
+@fault(
+    "daemon SIGSTOP, then the routers reset its sessions",
+    f"out <= {RESET_OUT:g} s; ExaBGP's new sessions get no route; "
+    "SIGCONT: back <= {exabgp:.1f} s + backoff",
+    "cp1",
+)
+def frozen_sessions_reset(t: Trial, node: str) -> list[Finding]:
+    found: list[Finding] = []
+    t0 = now()
+    faults.send(t.topology, node, "daemon", signal.SIGSTOP)
+    try:
+        before = faults.reset_sessions(t.topology, node)
+        t.check.leave(node, at=t0, within=RESET_OUT, why="sessions reset, daemon frozen")
+        found += [t.until_out(node, t0, RESET_OUT), sessions_again(t, node, before, t0)]
+        routers = {name for name, _ in before}
+        found.append(nothing_replayed(t, node, routers, t0 + WATCH_UNTIL))
+    finally:
+        t.exabgp_exited(node, now())  # the relay's dead-man switch stops it meanwhile
+        cont = lambda: faults.send(t.topology, node, "daemon", signal.SIGCONT)  # noqa: E731
+        found.append(back(t, node, cont, t.exabgp_bound(node)))
+    return found
 
 
 @fault("VIP deleted from lo", "put back <= {vip_back:.2f} s, never withdrawn", "cp1")

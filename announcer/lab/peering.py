@@ -11,7 +11,7 @@ from announcer.lab.netns import LabError
 from announcer.lab.topology import Topology
 from announcer.lab.watch import interface_addresses
 
-__all__ = ["bfd_up", "bgp_up"]
+__all__ = ["bfd_up", "bgp_sessions", "bgp_up"]
 
 
 def _addresses(topology: Topology, peer: str) -> set[str]:
@@ -40,3 +40,14 @@ def bgp_up(topology: Topology, router: str, peer: str | None = None) -> bool:
         addresses = _addresses(topology, peer)
         peers = [p for p in peers if p.address in addresses]
     return bool(peers) and all(p.state == "Established" for p in peers)
+
+
+def bgp_sessions(topology: Topology, router: str, peer: str) -> list[frr.Peer]:
+    """`router`'s BGP sessions with router `peer`, one per address family (none while its
+    bgpd starts)."""
+    try:
+        peers = frr.bgp_peers(topology.netns(router))
+    except LabError:
+        return []
+    addresses = _addresses(topology, peer)
+    return [p for p in peers if p.address in addresses]

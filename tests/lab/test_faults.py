@@ -226,6 +226,7 @@ GUARANTEE_2 = (
 GUARANTEE_3 = (
     "daemon SIGKILL",
     "daemon SIGSTOP",
+    "daemon SIGSTOP, then the routers reset its sessions",
     "ExaBGP killed once",
     "ExaBGP crash-looping",
     "link silently dropping",
@@ -276,7 +277,9 @@ def test_guarantee_2_withdraw_within_the_bound_and_before_a_planned_shutdown(tri
 def test_guarantee_3_fail_closed_whatever_dies_or_freezes(trial: Trial) -> None:
     """Guarantee 3: whatever dies or freezes, the routes go. Faults that would break it:
     `daemon SIGKILL` (an ExaBGP that outlived its daemon keeps announcing), `daemon SIGSTOP`
-    (without the relay's heartbeat a frozen daemon announces forever), `ExaBGP killed once`
+    (without the relay's heartbeat a frozen daemon announces forever), `daemon SIGSTOP, then
+    the routers reset its sessions` (an ExaBGP that replays its adj-rib-out brings a frozen
+    daemon's routes back to the new sessions), `ExaBGP killed once`
     and `ExaBGP crash-looping` (no restart, no replay, or no backoff), `link silently
     dropping`, `BGP peer reset from r1` and `r1's bgpd restarted` (routes not replayed)."""
     run(trial, *GUARANTEE_3)
