@@ -5,7 +5,8 @@ the leaves accept 100 ms), the others at their configured defaults (300 ms x 3);
 socket (what `announcer status --json` reads) and metrics endpoint are scraped every second.
 At the end: BFD state changes per session side and per profile (the daemons' counters and
 the routers' `show bfd peers counters`), BFD sessions seen not up in a scrape, scrape
-failures, and exit status 1 if anything but the fast profile had a BFD down.
+failures, ExaBGP restarts per node, and exit status 1 if anything but the fast profile had a
+BFD down or any ExaBGP was restarted (killed by the liveness check under load).
 
 It must not count or render (`stresstally`) nor inject faults.
 """
@@ -35,7 +36,15 @@ from announcer.lab.netns import LabError, inside
 from announcer.lab.override import ConfigOverride
 from announcer.lab.runner import lab_for, load
 from announcer.lab.soak import parse_duration
-from announcer.lab.stresstally import ROUTERS, Side, Tally, daemon_counts, frr_counts, render
+from announcer.lab.stresstally import (
+    ROUTERS,
+    Side,
+    Tally,
+    daemon_counts,
+    exabgp_restarts,
+    frr_counts,
+    render,
+)
 from announcer.lab.topology import Topology
 from announcer.lab.watch import interface_addresses
 
@@ -91,6 +100,13 @@ class StressLab:
                 for peer, changes in frr_counts(self.frr_list(router, "counters")).items():
                     found[self.side(router, peer)] = changes
         return found
+
+    def restarts(self) -> dict[str, int]:
+        """ExaBGP restarts per node now (-1: the status could not be read)."""
+        return {
+            node: exabgp_restarts(faults.status(self.topology, node, timeout=2.0) or {})
+            for node in self.nodes
+        }
 
     def side(self, owner: str, peer: str) -> Side:
         side = Side(owner, peer)
@@ -208,10 +224,12 @@ def run_stress(topology: Topology, plan: StressPlan, *, say: Say) -> Tally:
     with fast_profile(run, say):
         wait_for(run.all_up, SETTLE, interval=0.5, what="every BFD session up")
         run.tally.before = run.counters()
+        run.tally.restarts_before = run.restarts()
         say(f"{len(run.tally.before)} BFD session sides up; scraping for {plan.seconds:g} s")
         with cpu_load(plan.seconds, on=plan.load, say=say):
             scrape_for(run, plan.seconds)
         run.tally.after = run.counters()
+        run.tally.restarts_after = run.restarts()
     return run.tally
 
 
@@ -260,7 +278,7 @@ def stress(
     ]
     click.echo(render(tally, header=header))
     fast = profile(plan.fast_interval, 3) if plan.fast_node else None
-    if tally.any_down(but=fast):
+    if tally.any_down(but=fast) or any(n != 0 for n in tally.restarts().values()):
         raise SystemExit(1)
 
 

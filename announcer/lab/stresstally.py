@@ -1,5 +1,7 @@
 """What `announcer lab stress` counts: BFD state changes per session side and per profile,
-BFD downs seen in the per-second scrapes, and scrape failures, rendered as its report.
+BFD downs seen in the per-second scrapes, scrape failures, and ExaBGP restarts per node (the
+daemon's liveness check killing an ExaBGP that was only slow under load), rendered as its
+report.
 
 A session side is one end of a BFD session: a node's daemon (its `bfd[].changes` in the
 status snapshot) or a router's bfdd (`show bfd peers counters json`: session up and down
@@ -34,6 +36,8 @@ class Tally:
     scrapes: collections.Counter[str] = field(default_factory=collections.Counter)
     failures: collections.Counter[str] = field(default_factory=collections.Counter)
     downs: list[tuple[Side, str]] = field(default_factory=list)
+    restarts_before: dict[str, int] = field(default_factory=dict)  # ExaBGP's, per node
+    restarts_after: dict[str, int] = field(default_factory=dict)
 
     def scraped(self, what: str, *, ok: bool) -> None:
         self.scrapes[what] += 1
@@ -53,11 +57,25 @@ class Tally:
             totals[self.profiles.get(side, "?")] += abs(n)
         return dict(totals)
 
+    def restarts(self) -> dict[str, int]:
+        """ExaBGP restarts per node during the run; -1: unknown (a status not read)."""
+        return {
+            node: self.restarts_after.get(node, -1) - n if n >= 0 else -1
+            for node, n in self.restarts_before.items()
+        }
+
     def any_down(self, *, but: str | None = None) -> bool:
         """Whether a side changed state or was seen not up (sides of profile `but` aside)."""
         changed = [side for side, n in self.changes().items() if n != 0]
         seen = [side for side, _ in self.downs]
         return any(self.profiles.get(side) != but for side in [*changed, *seen])
+
+
+def exabgp_restarts(snapshot: Mapping[str, object]) -> int:
+    """A status snapshot's `exabgp.restarts`; -1 when it has none."""
+    exabgp = snapshot.get("exabgp")
+    value = exabgp.get("restarts") if isinstance(exabgp, dict) else None
+    return value if isinstance(value, int) else -1
 
 
 def daemon_counts(snapshot: Mapping[str, object]) -> dict[str, tuple[str, int]]:
@@ -98,4 +116,6 @@ def render(tally: Tally, *, header: Sequence[str]) -> str:
     lines.append(f"BFD not up in a scrape: {len(tally.downs)}")
     lines += [f"  {side.owner} {side.peer}: {what}" for side, what in tally.downs[:20]]
     lines.append("any BFD down: " + ("YES" if tally.any_down() else "no"))
+    restarts = ", ".join(f"{node} {n if n >= 0 else '?'}" for node, n in tally.restarts().items())
+    lines.append(f"ExaBGP restarts (liveness kills under load): {restarts or 'none read'}")
     return "\n".join(lines)

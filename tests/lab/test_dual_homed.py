@@ -26,7 +26,7 @@ from announcer.lab.cli import lab as lab_cli
 from announcer.lab.fib import wait_for
 from announcer.lab.matrix_dual import DUAL_FAULTS
 from announcer.lab.stress import StressPlan, run_stress
-from announcer.lab.stresstally import Side, render
+from announcer.lab.stresstally import Side, Tally, render
 from announcer.lab.topology import Topology, load_topology
 from announcer.lab.trial import Trial
 from announcer.lab.watch import FibChange
@@ -87,6 +87,15 @@ def test_convergence_wants_each_routers_own_count() -> None:
     assert done.done and not short.done
     # Without per-entry counts, as the simple lab reports: one count for every VIP.
     assert realiser.Convergence(2, 2, {"vip": 3}, expected_nexthops=3).done
+
+
+def test_the_stress_tally_counts_exabgp_restarts_per_node() -> None:
+    before, after = {"cp1": 2, "cp2": 0, "cp3": -1}, {"cp1": 3, "cp2": 0, "cp3": 1}
+    tally = Tally(restarts_before=before, restarts_after=after)
+    assert tally.restarts() == {"cp1": 1, "cp2": 0, "cp3": -1}  # cp3: not read before
+    assert "ExaBGP restarts (liveness kills under load): cp1 1, cp2 0, cp3 ?" in render(
+        tally, header=[]
+    )
 
 
 def test_union_of_two_routers_histories() -> None:
@@ -291,5 +300,6 @@ def test_the_stress_run_counts_every_bfd_session_side(dual: Topology) -> None:
     assert tally.profiles[Side("leaf1", "192.0.2.6")] == "300 ms x 3"
     assert all(tally.scrapes[f"{n} {what}"] >= 9 for n in NODES for what in ("status", "metrics"))
     assert not tally.any_down(but="100 ms x 3"), render(tally, header=[])
+    assert tally.restarts() == dict.fromkeys(NODES, 0), render(tally, header=[])
     cp1 = faults.status(dual, "cp1", timeout=2.0) or {}
     assert cp1.get("bfd"), "cp1's daemon runs BFD again at its own profile"
