@@ -448,8 +448,13 @@ def router_down(topology: Topology, name: str) -> None:
 
 
 def router_up(topology: Topology, name: str) -> None:
-    """Undo `router_down`: its links pass traffic again, its FRR daemons start as at `lab up`."""
+    """Undo `router_down` as a failed router comes back, rebooted: its FIB empty (no route or
+    nexthop object its killed zebra left behind), its links passing traffic again, its FRR
+    daemons started as at `lab up`. FRR 8.4's zebra started over its predecessor's kernel
+    routes sometimes leaves a second IPv6 route for a VIP whose next hops it never updates
+    again: a node taken out of that leaf's BGP stays in its kernel's ECMP set."""
     pathspace = topology.netns(name)
+    _flush_fib(topology, name)
     _drop_router(topology, name, "-D")
     daemons_file = host_path(topology, name, PurePosixPath("/etc/frr/daemons"))
     config = host_path(topology, name, PurePosixPath("/etc/frr/frr.conf"))
@@ -458,6 +463,16 @@ def router_up(topology: Topology, name: str) -> None:
     started = frr.start_daemons(pathspace, daemons=daemons, config=config, log_dir=log_dir)
     for pid in started.values():
         _replace_in_record(topology, name, pid)
+
+
+def _flush_fib(topology: Topology, name: str) -> None:
+    """Every nexthop object and BGP route of router `name`'s kernel removed."""
+    for args in (("nexthop", "flush"), ("-4", "route", "flush", "proto", "bgp"),
+                 ("-6", "route", "flush", "proto", "bgp")):  # fmt: skip
+        argv = ["ip", "-n", topology.netns(name), *args]
+        result = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if result.returncode != 0 and "Nothing to flush" not in result.stderr:
+            raise FaultError(f"{name}: {' '.join(argv[3:])}: {result.stderr.strip()}")
 
 
 def router_is_down(topology: Topology, name: str) -> bool:
