@@ -168,6 +168,23 @@ def test_a_new_bgp_session_is_sent_its_routes_again_and_no_other() -> None:
     assert w.sent_since(mark) == []
 
 
+def test_a_session_up_again_while_its_announce_is_in_flight_is_sent_it_again() -> None:
+    # ExaBGP may apply the command to the session that just ended: its `done` proves nothing.
+    w = World()
+    w.healthy()
+    w.quiet()
+    mark = len(w.sent)
+    w.feed(ev.SessionUp(ip_address("192.0.2.1")))
+    assert w.pending is not None and w.pending.route.prefix == V4
+    w.feed(ev.SessionUp(ip_address("192.0.2.1")))  # that session ended, a new one is up
+    w.quiet()
+    assert actions(w.sent_since(mark)) == [
+        ("announce", str(V4)),
+        ("announce", str(V4)),
+        ("announce", str(V6)),
+    ]
+
+
 def test_a_new_bgp_session_of_an_unhealthy_node_gets_nothing() -> None:
     w = World()
     w.healthy()

@@ -19,6 +19,7 @@ Must not: do I/O, read a clock or render commands (the shell renders `Send`).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from announcer.config.model import IPAddress
@@ -78,7 +79,10 @@ def answered(s: CoreState, generation: int, outcome: str, now: float, out: list[
         return  # the answer of a replaced connection: already uncertain
     s.inflight = None
     route, key = flight.route, flight.route.key
-    if outcome == "done":
+    if outcome == "done" and flight.superseded:
+        s.installed.pop(key, None)
+        s.uncertain[key] = route  # sent again (or withdrawn again) to the new session
+    elif outcome == "done":
         s.uncertain.pop(key, None)
         if flight.action is Action.ANNOUNCE:
             s.installed[key] = route
@@ -123,10 +127,13 @@ def session_up(s: CoreState, neighbor: IPAddress) -> None:
     """ExaBGP's session with `neighbor` is new: it holds nothing we sent before (ExaBGP
     replays nothing), save a command it queued while the session was down. Everything for
     that neighbor becomes uncertain: the desired routes are announced again, the rest
-    withdrawn."""
+    withdrawn; so does the command in flight to it, whatever its answer (ExaBGP may have
+    applied it to the session that just ended)."""
     for key, route in list(s.installed.items()):
         if route.neighbor == neighbor:
             s.uncertain[key] = s.installed.pop(key)
+    if s.inflight is not None and s.inflight.route.neighbor == neighbor:
+        s.inflight = dataclasses.replace(s.inflight, superseded=True)
 
 
 def disconnected(s: CoreState) -> None:

@@ -55,6 +55,9 @@ class Inflight:
     action: Action
     route: Route
     generation: int
+    # Its neighbor's session came up again meanwhile: ExaBGP may have applied it to the
+    # session before, so its answer proves nothing about the new one.
+    superseded: bool = False
 
 
 @dataclass(frozen=True, slots=True)
