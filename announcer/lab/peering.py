@@ -32,13 +32,13 @@ def bfd_up(topology: Topology, router: str, peer: str) -> bool:
 def bgp_up(topology: Topology, router: str, peer: str | None = None) -> bool:
     """Whether every BGP session of `router` (with router `peer` only, if given) is
     Established."""
-    try:
-        peers = frr.bgp_peers(topology.netns(router))
-    except LabError:
-        return False
     if peer is not None:
-        addresses = _addresses(topology, peer)
-        peers = [p for p in peers if p.address in addresses]
+        peers = bgp_sessions(topology, router, peer)
+    else:
+        try:
+            peers = frr.bgp_peers(topology.netns(router))
+        except LabError:
+            return False
     return bool(peers) and all(p.state == "Established" for p in peers)
 
 

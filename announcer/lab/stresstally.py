@@ -59,8 +59,9 @@ class Tally:
 
     def restarts(self) -> dict[str, int]:
         """ExaBGP restarts per node during the run; -1: unknown (a status not read)."""
+        after = self.restarts_after
         return {
-            node: self.restarts_after.get(node, -1) - n if n >= 0 else -1
+            node: after[node] - n if n >= 0 and after.get(node, -1) >= 0 else -1
             for node, n in self.restarts_before.items()
         }
 

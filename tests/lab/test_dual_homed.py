@@ -90,10 +90,11 @@ def test_convergence_wants_each_routers_own_count() -> None:
 
 
 def test_the_stress_tally_counts_exabgp_restarts_per_node() -> None:
-    before, after = {"cp1": 2, "cp2": 0, "cp3": -1}, {"cp1": 3, "cp2": 0, "cp3": 1}
+    before = {"cp1": 2, "cp2": 0, "cp3": -1, "cp4": 1}
+    after = {"cp1": 3, "cp2": 0, "cp3": 1, "cp4": -1}  # -1: that status was not read
     tally = Tally(restarts_before=before, restarts_after=after)
-    assert tally.restarts() == {"cp1": 1, "cp2": 0, "cp3": -1}  # cp3: not read before
-    assert "ExaBGP restarts (liveness kills under load): cp1 1, cp2 0, cp3 ?" in render(
+    assert tally.restarts() == {"cp1": 1, "cp2": 0, "cp3": -1, "cp4": -1}
+    assert "ExaBGP restarts (liveness kills under load): cp1 1, cp2 0, cp3 ?, cp4 ?" in render(
         tally, header=[]
     )
 
