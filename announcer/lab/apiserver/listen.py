@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import struct
+import time
 from dataclasses import dataclass
 from typing import Final
 
@@ -54,20 +56,32 @@ def bind(address: ListenAddress) -> socket.socket:
 
 
 def jammed(address: ListenAddress) -> list[socket.socket]:
-    """A listener on `address` whose accept queue is full, and the connection filling it
+    """A listener on `address` whose accept queue is full, and the connection meant to fill it
     (close both to end the jam). It never accepts, and with a backlog of 0 the queue holds
     one connection: Linux then drops every SYN (a listen overflow), so a client's connect
-    neither succeeds nor is refused; it retransmits its SYN until its own deadline."""
+    neither succeeds nor is refused; it retransmits its SYN until its own deadline.
+    Whichever connection arrives first fills the queue: a client (the daemon's probe or its
+    crash watch, reconnecting as the old listener closed) may beat the filler, whose SYNs
+    are then dropped like everyone else's. The jam stands once the queue is full."""
     listener = bind(address)
     listener.listen(0)
     ip = ipaddress.ip_address(address.host)
     target = ("::1" if ip.version == 6 else "127.0.0.1") if ip.is_unspecified else address.host
     filler = socket.socket(listener.family, socket.SOCK_STREAM)
-    try:
-        filler.settimeout(_JAM_TIMEOUT)
-        filler.connect((target, listener.getsockname()[1]))
-    except OSError:
-        filler.close()
-        listener.close()
-        raise
+    filler.setblocking(False)
+    filler.connect_ex((target, listener.getsockname()[1]))
+    deadline = time.monotonic() + _JAM_TIMEOUT
+    while _queued(listener) < 1:
+        if time.monotonic() > deadline:
+            filler.close()
+            listener.close()
+            raise TimeoutError(f"{address}: nothing in the accept queue after {_JAM_TIMEOUT} s")
+        time.sleep(0.001)
     return [listener, filler]
+
+
+def _queued(listener: socket.socket) -> int:
+    """Connections waiting in `listener`'s accept queue (TCP_INFO's tcpi_unacked, which a
+    listening socket sets to its accept queue's length)."""
+    info = listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 32)
+    return int(struct.unpack_from("I", info, 24)[0])
